@@ -1,0 +1,110 @@
+"""Packed (unpadded) batches for the encoder's fast path.
+
+A padded batch (batch, seq, hidden) is turned once into the real tokens only (tokens, hidden);
+every projection, LayerNorm and feed-forward then runs on real tokens. Attention is the only step
+that needs sequence boundaries: it regroups each sequence's tokens, attends without padded keys,
+and packs the result again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class PackedBatch:
+    """Where each real token of a padded batch lives, in the padded layout and in attention's layout."""
+
+    token_indices: torch.Tensor  # (tokens,) flat index into the padded (batch * seq) layout
+    attention_indices: torch.Tensor  # (tokens,) flat index into a left-aligned (batch * longest) layout
+    key_mask: torch.Tensor  # (batch, 1, 1, longest) True where a key is a real token
+    cu_seqlens: torch.Tensor  # (batch + 1,) int32 cumulative lengths, for varlen kernels
+    max_seqlen: int
+    batch_size: int
+    seq_len: int
+
+    @classmethod
+    def from_mask(cls, attention_mask: torch.Tensor) -> "PackedBatch":
+        mask = attention_mask.bool()
+        batch_size, seq_len = mask.shape
+        lengths = mask.sum(dim=1)
+        longest = int(lengths.max()) if batch_size else 0
+        token_indices = mask.flatten().nonzero().squeeze(-1)
+        # Rank of each real token inside its own sequence, whatever the padding side.
+        rank_in_sequence = (mask.cumsum(dim=1) - 1).flatten()[token_indices]
+        sequence_of_token = token_indices // seq_len
+        attention_indices = sequence_of_token * longest + rank_in_sequence
+        key_mask = torch.arange(longest, device=mask.device)[None, :] < lengths[:, None]
+        cu_seqlens = F.pad(lengths.cumsum(0, dtype=torch.int32), (1, 0))
+        return cls(
+            token_indices=token_indices,
+            attention_indices=attention_indices,
+            key_mask=key_mask[:, None, None, :],
+            cu_seqlens=cu_seqlens,
+            max_seqlen=longest,
+            batch_size=batch_size,
+            seq_len=seq_len,
+        )
+
+    @property
+    def num_tokens(self) -> int:
+        return self.token_indices.numel()
+
+    def unpad(self, padded: torch.Tensor) -> torch.Tensor:
+        """(batch, seq, ...) -> (tokens, ...)"""
+        return padded.flatten(0, 1).index_select(0, self.token_indices)
+
+    def pad(self, packed: torch.Tensor) -> torch.Tensor:
+        """(tokens, ...) -> (batch, seq, ...), zeros at pad positions."""
+        padded = packed.new_zeros((self.batch_size * self.seq_len, *packed.shape[1:]))
+        padded.index_copy_(0, self.token_indices, packed)
+        return padded.view(self.batch_size, self.seq_len, *packed.shape[1:])
+
+
+def _flash_attn_varlen():
+    try:
+        from flash_attn import flash_attn_varlen_func
+    except ImportError:
+        return None
+    return flash_attn_varlen_func
+
+
+def packed_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    packed: PackedBatch,
+    scaling: float,
+    dropout: float = 0.0,
+) -> torch.Tensor:
+    """Bidirectional attention within each sequence of a packed batch.
+
+    query/key/value: (tokens, heads, head_dim) -> (tokens, heads, head_dim).
+    """
+    if packed.num_tokens == 0:
+        return torch.zeros_like(query)
+    if query.is_cuda and query.dtype in (torch.float16, torch.bfloat16):
+        flash_varlen = _flash_attn_varlen()
+        if flash_varlen is not None:
+            return flash_varlen(
+                query, key, value,
+                packed.cu_seqlens, packed.cu_seqlens, packed.max_seqlen, packed.max_seqlen,
+                dropout_p=dropout, softmax_scale=scaling, causal=False,
+            )
+
+    # Regroup into (batch, heads, longest, head_dim): only the longest *real* length is padded here,
+    # and only for this step, so the GEMMs around it never see padding.
+    def to_batched(states: torch.Tensor) -> torch.Tensor:
+        batched = states.new_zeros((packed.batch_size * packed.max_seqlen, *states.shape[1:]))
+        batched.index_copy_(0, packed.attention_indices, states)
+        return batched.view(packed.batch_size, packed.max_seqlen, *states.shape[1:]).transpose(1, 2)
+
+    attn_output = F.scaled_dot_product_attention(
+        to_batched(query), to_batched(key), to_batched(value),
+        attn_mask=packed.key_mask, dropout_p=dropout, scale=scaling,
+    )
+    attn_output = attn_output.transpose(1, 2).flatten(0, 1)
+    return attn_output.index_select(0, packed.attention_indices)
