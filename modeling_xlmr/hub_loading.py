@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 from transformers import AutoTokenizer
@@ -36,6 +38,22 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     raise ValueError(f"unsupported dtype {dtype!r}; use one of {', '.join(DTYPES)} (or a torch float dtype).")
 
 
+def check_model_location(name_or_path: str) -> None:
+    """Fail fast and clearly on a missing local model, instead of a Hub lookup for a path."""
+    path = os.path.expanduser(str(name_or_path))
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise OSError(
+                f"model directory {name_or_path} has no config.json; point to a Transformers repo "
+                "(convert fairseq checkpoints first with `xlmr convert`)."
+            )
+        return
+    if os.path.exists(path):
+        raise OSError(f"{name_or_path} is a file; pass the directory that holds config.json and the weights.")
+    if os.path.isabs(path) or path.startswith((".", "~")) or path.count("/") > 1:
+        raise OSError(f"{name_or_path} not found: no such directory, and not a Hub id of the form 'owner/name'.")
+
+
 def model_class_for(config: XLMRConfig) -> type[nn.Module]:
     """The class whose weights the repo holds, by its `architectures` (stock or converted names)."""
     architectures = config.architectures or []
@@ -55,6 +73,7 @@ def load_model_and_tokenizer(
 ):
     """This package's classes on any XLM-R repo (same weight names as transformers'), so stock repos
     get the packed inference path too; the tokenizer is the repo's own."""
+    check_model_location(name_or_path)
     config = XLMRConfig.from_pretrained(name_or_path, revision=revision)
     if config.model_type != "xlm-roberta":
         raise ValueError(f"{name_or_path} is a {config.model_type!r} model, not XLM-R (model_type 'xlm-roberta').")
@@ -127,6 +146,7 @@ __all__ = [
     "CLASSIFICATION_HEADS_FILE",
     "DTYPES",
     "parse_dtype",
+    "check_model_location",
     "model_class_for",
     "load_model_and_tokenizer",
     "FairseqClassificationHead",

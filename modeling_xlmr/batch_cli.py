@@ -1,0 +1,182 @@
+"""`xlmr extract` and `xlmr classify`: batch inference over a file of texts.
+
+    xlmr extract --model DIR_OR_HUB_ID --input texts.txt --output vectors.npy --pooling mean --dtype bf16
+    xlmr classify --model DIR_OR_HUB_ID --input docs.jsonl --field body --output labels.jsonl
+    accelerate launch --num_processes 2 -m modeling_xlmr.cli extract --model M --input big.txt --output big.npy
+
+Under `accelerate launch` each process takes a contiguous slice of the input (Accelerate's
+`split_between_processes`), results are gathered in process order and the main process writes
+the one output, so the rows are in input order whatever the number of processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from . import batch_io, batching
+from .cli import CLIError
+
+
+def add_subcommands(subparsers) -> None:
+    extract = subparsers.add_parser(
+        "extract",
+        help="one embedding per input text (.npy, .safetensors or .jsonl)",
+        description="Embed every text of --input with an XLM-R model and write one vector per text, in input order.",
+    )
+    _add_common_options(extract, output_help="output file: .npy, .safetensors (key 'embeddings') or .jsonl")
+    extract.add_argument("--pooling", choices=batching.POOLINGS, default="cls", help="<s> state or mean of tokens")
+    extract.add_argument("--normalize", action="store_true", help="L2-normalize each vector")
+    extract.add_argument(
+        "--long-text",
+        choices=batching.LONG_TEXT_POLICIES,
+        default="error",
+        help="texts over 512 tokens: fail, keep the first 510 tokens, or pool overlapping windows",
+    )
+    extract.set_defaults(func=run_extract)
+
+    classify = subparsers.add_parser(
+        "classify",
+        help="label every input text with a sequence-classification model (.jsonl)",
+        description="Classify every text of --input; writes {label, score, probabilities} per line, in input order.",
+    )
+    _add_common_options(classify, output_help="output .jsonl file")
+    classify.add_argument("--head", help="classification head name (default: the model's own classifier)")
+    classify.add_argument("--long-text", choices=("error", "truncate"), default="error", help="texts over 512 tokens")
+    classify.set_defaults(func=run_classify)
+
+
+def _add_common_options(parser: argparse.ArgumentParser, output_help: str) -> None:
+    parser.add_argument("--model", required=True, help="converted or stock XLM-R repo: local directory or Hub id")
+    parser.add_argument("--input", required=True, help="texts: .txt (one per line), .jsonl, or - for stdin")
+    parser.add_argument("--output", required=True, help=output_help)
+    parser.add_argument("--input-format", choices=batch_io.INPUT_FORMATS, help="default: from the input's suffix")
+    parser.add_argument("--field", default="text", help="text field of .jsonl records (default: text)")
+    parser.add_argument("--id-field", default="id", help="id field of .jsonl records copied to .jsonl outputs")
+    parser.add_argument("--revision", help="Hub revision (branch, tag or commit)")
+    parser.add_argument(
+        "--device",
+        help="cpu, cuda, cuda:1, ... or auto (spread over GPUs by Accelerate); default: this process's device",
+    )
+    parser.add_argument("--dtype", help="fp32, fp16 or bf16 (default: as saved)")
+    parser.add_argument(
+        "--max-tokens-per-batch",
+        type=int,
+        default=batching.DEFAULT_MAX_TOKENS_PER_BATCH,
+        help="padded tokens per forward pass (default: %(default)s)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def run_extract(args: argparse.Namespace) -> int:
+    suffix = batch_io.check_output(args.output, batch_io.EMBEDDING_OUTPUTS)
+    records, state, interface = _prepare(args)
+    with state.split_between_processes(records.texts) as texts:
+        _announce_share(args, state, len(records.texts))
+        embeddings = interface.embed(
+            texts,
+            pooling=args.pooling,
+            normalize=args.normalize,
+            max_tokens_per_batch=args.max_tokens_per_batch,
+            long_text=args.long_text,
+            progress=_show_progress(args, state),
+        ).numpy()
+    parts = _gather(state, [embeddings])
+    if state.is_main_process:
+        array = np.concatenate(parts, axis=0)
+        ids = records.ids if suffix == ".jsonl" else None
+        batch_io.write_embeddings(args.output, array, ids, records.id_field)
+    return 0
+
+
+def run_classify(args: argparse.Namespace) -> int:
+    batch_io.check_output(args.output, (".jsonl",))
+    records, state, interface = _prepare(args)
+    with state.split_between_processes(records.texts) as texts:
+        _announce_share(args, state, len(records.texts))
+        results = interface.classify(
+            texts,
+            head=args.head,
+            max_tokens_per_batch=args.max_tokens_per_batch,
+            long_text=args.long_text,
+            progress=_show_progress(args, state),
+        )
+    results = _gather(state, results)
+    if state.is_main_process:
+        batch_io.write_classifications(args.output, results, records.ids, records.id_field)
+    return 0
+
+
+def _prepare(args: argparse.Namespace):
+    """Check every option and read the input before paying for the model."""
+    from .hub_loading import parse_dtype
+
+    dtype = parse_dtype(args.dtype)
+    if args.max_tokens_per_batch < 1:
+        raise CLIError(f"--max-tokens-per-batch must be positive, got {args.max_tokens_per_batch}.")
+    records = batch_io.read_records(
+        args.input, batch_io.input_format(args.input, args.input_format), args.field, args.id_field
+    )
+
+    state = _process_state(args.device)
+    device_map = args.device or state.device
+    return records, state, _load(args.model, device_map, dtype, args.revision)
+
+
+def _process_state(device: str | None):
+    """Accelerate's view of this process. Processes spawned by torchrun-style launchers only form a
+    CPU process group (gloo) when told `cpu=True`, so that is set for CPU runs."""
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    accelerator = getattr(torch, "accelerator", None)
+    has_accelerator = accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+    cpu = device == "cpu" or parse_flag_from_env("ACCELERATE_USE_CPU") or not has_accelerator
+    return PartialState(cpu=cpu)
+
+
+def _load(model: str, device_map, dtype, revision: str | None):
+    from transformers.utils import logging
+
+    from .hub_interface import XLMRHubInterface
+
+    logging.disable_progress_bar()  # our own bar is the one that matters; keep stderr readable
+    try:
+        return XLMRHubInterface.from_pretrained(model, device_map=device_map, dtype=dtype, revision=revision)
+    except (OSError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CLIError(f"cannot load model: {reason}") from error
+
+
+def _announce_share(args: argparse.Namespace, state, total: int) -> None:
+    """Under several processes, say which slice of the input this one takes (stderr)."""
+    if state.num_processes == 1:
+        return
+    per_process, extra = divmod(total, state.num_processes)
+    start = state.process_index * per_process + min(state.process_index, extra)
+    count = per_process + (1 if state.process_index < extra else 0)
+    print(
+        f"xlmr {args.command}: process {state.process_index}/{state.num_processes} takes texts "
+        f"{start}..{start + count - 1} of {total}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _show_progress(args: argparse.Namespace, state) -> bool:
+    return not args.no_progress and state.is_main_process
+
+
+def _gather(state, items: list) -> list:
+    """Every process's list, concatenated in process order (the order of the input slices)."""
+    if state.num_processes == 1:
+        return items
+    from accelerate.utils import gather_object
+
+    return gather_object(items)
+
+
+__all__ = ["add_subcommands", "run_extract", "run_classify"]

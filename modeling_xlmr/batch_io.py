@@ -1,0 +1,161 @@
+"""Inputs and outputs of `xlmr extract` / `xlmr classify`: text files in, arrays or JSON lines out.
+
+Outputs are written to a temporary file beside the target and renamed at the end, so a failed or
+interrupted run never leaves a partial file under the requested name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .cli import CLIError
+
+INPUT_FORMATS = ("txt", "jsonl")
+EMBEDDING_OUTPUTS = (".npy", ".safetensors", ".jsonl")
+SAFETENSORS_KEY = "embeddings"
+
+
+@dataclass
+class Records:
+    """The texts to process, in input order, and their ids when the input had an id field."""
+
+    texts: list[str]
+    ids: list | None = None
+    id_field: str = "id"
+
+
+def input_format(path: str, explicit: str | None) -> str:
+    if explicit is not None:
+        return explicit
+    return "jsonl" if path.lower().endswith((".jsonl", ".ndjson")) else "txt"
+
+
+def read_records(path: str, fmt: str, field: str = "text", id_field: str | None = "id") -> Records:
+    """One text per line (`txt`; empty lines are empty texts), or one JSON object per line (`jsonl`;
+    blank lines skipped). `-` reads standard input."""
+    try:
+        if path == "-":
+            content = sys.stdin.read()
+        else:
+            content = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise CLIError(f"cannot read input {path}: {reason}; pass a readable UTF-8 .txt or .jsonl file, or -.")
+    lines = content.splitlines()
+    if fmt == "txt":
+        return Records(texts=lines)
+    return _jsonl_records(path, lines, field, id_field)
+
+
+def _jsonl_records(path: str, lines: list[str], field: str, id_field: str | None) -> Records:
+    texts, ids = [], []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise CLIError(f"{path} line {number} is not JSON ({error.msg}); .jsonl needs one object per line.")
+        if not isinstance(record, dict) or not isinstance(record.get(field), str):
+            fields = ", ".join(record) if isinstance(record, dict) else type(record).__name__
+            raise CLIError(f"{path} line {number} has no text field {field!r} (found: {fields}); choose it with --field.")
+        texts.append(record[field])
+        ids.append(record.get(id_field) if id_field else None)
+    has_ids = id_field is not None and any(identifier is not None for identifier in ids)
+    return Records(texts=texts, ids=ids if has_ids else None, id_field=id_field or "id")
+
+
+def check_output(path: str, allowed_suffixes: Sequence[str]) -> str:
+    """Validate the output path before any work: known suffix and an existing directory."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in allowed_suffixes:
+        raise CLIError(f"output {path} must end with {' or '.join(allowed_suffixes)}.")
+    directory = Path(path).parent
+    if not directory.is_dir():
+        raise CLIError(f"output directory {directory} does not exist; create it first.")
+    if Path(path).is_dir():
+        raise CLIError(f"output {path} is a directory; pass a file name.")
+    return suffix
+
+
+@contextlib.contextmanager
+def atomic_output(path: str) -> Iterator[str]:
+    """A temporary path beside `path`, renamed onto it only if the block succeeds."""
+    target = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=target.suffix)
+    os.close(handle)
+    try:
+        yield temporary
+        os.chmod(temporary, 0o666 & ~_current_umask())  # mkstemp makes it private; give it a normal file's mode
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_embeddings(path: str, embeddings: np.ndarray, ids: list | None = None, id_field: str = "id") -> None:
+    """(texts, hidden) float32 as .npy, .safetensors (key "embeddings") or .jsonl ({"embedding": [...]},
+    with the input's id under its own field name when it had one)."""
+    suffix = Path(path).suffix.lower()
+    embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+    with atomic_output(path) as temporary:
+        if suffix == ".npy":
+            with open(temporary, "wb") as file:
+                np.save(file, embeddings)
+        elif suffix == ".safetensors":
+            from safetensors.numpy import save_file
+
+            save_file({SAFETENSORS_KEY: embeddings}, temporary)
+        else:
+            rows = ({"embedding": vector} for vector in embeddings.tolist())
+            _write_jsonl(temporary, _with_ids(rows, ids, id_field))
+
+
+def write_classifications(path: str, records: list[dict], ids: list | None = None, id_field: str = "id") -> None:
+    """One {"label", "score", "probabilities"} object per line (plus the input's id)."""
+    with atomic_output(path) as temporary:
+        _write_jsonl(temporary, _with_ids(records, ids, id_field))
+
+
+def _with_ids(rows, ids: list | None, id_field: str):
+    if ids is None:
+        yield from rows
+        return
+    for identifier, row in zip(ids, rows, strict=True):
+        yield {id_field: identifier, **row}
+
+
+def _write_jsonl(path: str, rows) -> None:
+    with open(path, "w", encoding="utf-8") as file:
+        for row in rows:
+            file.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+__all__ = [
+    "INPUT_FORMATS",
+    "EMBEDDING_OUTPUTS",
+    "SAFETENSORS_KEY",
+    "Records",
+    "input_format",
+    "read_records",
+    "check_output",
+    "atomic_output",
+    "write_embeddings",
+    "write_classifications",
+]
