@@ -92,7 +92,8 @@ class XLMRHubInterface(nn.Module):
             name = getattr(model.config, "fairseq_head_name", None) or "classifier"
             interface.classification_heads[name] = classifier
             interface.head_labels[name] = interface._config_labels()
-        for name, (head, labels) in load_classification_heads(name_or_path, model.config, revision).items():
+        extra_heads = load_classification_heads(name_or_path, model.config, revision, skip=tuple(interface.head_labels))
+        for name, (head, labels) in extra_heads.items():
             interface.classification_heads[name] = head.to(interface._output_device, interface.dtype)
             interface.head_labels[name] = labels
         return interface

@@ -11,7 +11,7 @@ from transformers.activations import ACT2FN
 from transformers.utils import cached_file
 
 from .configuration_xlmr import XLMRConfig
-from .modeling_xlmr import XLMRForMaskedLM, XLMRForSequenceClassification, XLMRModel
+from .modeling_xlmr import XLMRClassificationHead, XLMRForMaskedLM, XLMRForSequenceClassification, XLMRModel
 
 # The converter writes the fairseq heads it did not make `classifier` into this file, keyed
 # `NAME.dense.weight`, `NAME.out_proj.bias`..., and describes them in
@@ -54,12 +54,26 @@ def check_model_location(name_or_path: str) -> None:
         raise OSError(f"{name_or_path} not found: no such directory, and not a Hub id of the form 'owner/name'.")
 
 
+class XLMRForMaskedLMWithClassifier(XLMRForMaskedLM):
+    """Encoder + LM head + `classifier`: a converted repo whose fairseq checkpoint had a head holds
+    all three (architectures `[...ForMaskedLM, ...ForSequenceClassification]`)."""
+
+    def __init__(self, config: XLMRConfig):
+        super().__init__(config)
+        self.classifier = XLMRClassificationHead(config)
+        self.post_init()
+
+
 def model_class_for(config: XLMRConfig) -> type[nn.Module]:
     """The class whose weights the repo holds, by its `architectures` (stock or converted names)."""
     architectures = config.architectures or []
-    if any(name.endswith("ForSequenceClassification") for name in architectures):
+    masked_lm = not architectures or any(name.endswith("ForMaskedLM") for name in architectures)
+    classifier = any(name.endswith("ForSequenceClassification") for name in architectures)
+    if masked_lm and classifier:
+        return XLMRForMaskedLMWithClassifier
+    if classifier:
         return XLMRForSequenceClassification
-    if not architectures or any(name.endswith("ForMaskedLM") for name in architectures):
+    if masked_lm:
         return XLMRForMaskedLM
     return XLMRModel
 
@@ -113,10 +127,12 @@ class FairseqClassificationHead(nn.Module):
 
 
 def load_classification_heads(
-    name_or_path: str, config: XLMRConfig, revision: str | None = None
+    name_or_path: str, config: XLMRConfig, revision: str | None = None, skip: tuple[str, ...] = ()
 ) -> dict[str, tuple[FairseqClassificationHead, list[str] | None]]:
-    """The extra fairseq heads a converted repo carries beside its weights: {name: (head, labels)}."""
+    """The fairseq heads a converted repo carries beside its weights (`conversion/heads.py` describes
+    the format), except the names in `skip`: {name: (head, labels)}."""
     described = getattr(config, "fairseq_classification_heads", None) or {}
+    described = {name: value for name, value in described.items() if name not in skip}
     if not described:
         return {}
     path = cached_file(
@@ -147,6 +163,7 @@ __all__ = [
     "DTYPES",
     "parse_dtype",
     "check_model_location",
+    "XLMRForMaskedLMWithClassifier",
     "model_class_for",
     "load_model_and_tokenizer",
     "FairseqClassificationHead",
