@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import zlib
+
 import pytest
 import torch
 import transformers
+from transformers.initialization import no_init_weights
 from helpers import cosine, random_padded_batch, run_without_package, tiny_config_kwargs
 
 from modeling_xlmr import (
@@ -91,13 +94,46 @@ def test_every_head_matches_stock_on_tiny_config(head, attn_implementation):
         assert actual.loss is not None and torch.isfinite(actual.loss)
 
 
+BASE_KWARGS = {
+    key: value
+    for key, value in XLMRConfig().to_diff_dict().items()
+    if key not in ("auto_map", "transformers_version", "model_type")
+}
+
+
+@pytest.fixture(scope="module")
+def base_size_weights() -> dict[str, torch.Tensor]:
+    """Random xlmr.base-shaped weights (vocab 250002) initialised by stock transformers, made once."""
+    torch.manual_seed(0)
+    return transformers.XLMRobertaForMaskedLM(transformers.XLMRobertaConfig(**BASE_KWARGS)).state_dict()
+
+
+def _load_base_size(model_class, config, weights: dict[str, torch.Tensor]):
+    """Build without the (slow) random init, then load `weights`; head parameters get fresh random values."""
+    with no_init_weights():
+        model = model_class(config)
+    state = {}
+    for name, tensor in model.state_dict().items():
+        shared = weights.get(name, weights.get("roberta." + name))
+        if shared is None:  # seeded by name, so stock and ours draw the same values
+            generator = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+            shared = torch.randn(tensor.shape, generator=generator) * 0.02
+        state[name] = shared
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
 @pytest.mark.parametrize("head", list(HEADS))
-def test_every_head_matches_stock_on_base_size(head):
-    kwargs = dict(XLMRConfig().to_diff_dict(), num_labels=3)  # real xlmr.base shape, vocab 250002
-    kwargs = {k: v for k, v in kwargs.items() if k not in ("auto_map", "transformers_version", "model_type")}
-    stock, ours = _stock_and_ours(head, kwargs)
+def test_every_head_matches_stock_on_base_size(head, base_size_weights):
+    stock_class, our_class = HEADS[head]
+    kwargs = {**BASE_KWARGS, "num_labels": 2 if head == "question_answering" else 3}
+    stock = _load_base_size(stock_class, transformers.XLMRobertaConfig(**kwargs), base_size_weights)
+    ours = _load_base_size(our_class, XLMRConfig(**kwargs), base_size_weights)
     assert ours.config.hidden_size == 768 and ours.config.num_hidden_layers == 12
-    inputs = _inputs_for(head, kwargs.get("vocab_size", 250002), num_labels=3)
+    assert ours.config.vocab_size == 250002
+    for name, tensor in stock.state_dict().items():  # the very same weights on both sides
+        assert torch.equal(ours.state_dict()[name], tensor), name
+    inputs = _inputs_for(head, 250002, num_labels=3)
     with torch.no_grad():
         expected = stock(**inputs, output_hidden_states=True)
         actual = ours(**inputs, output_hidden_states=True)
@@ -207,9 +243,8 @@ def test_unpadded_path_matches_stock_on_real_tokens():
 
 
 @pytest.fixture(scope="module")
-def base_size_fp32_model():
-    torch.manual_seed(0)
-    return XLMRModel(XLMRConfig()).eval()
+def base_size_fp32_model(base_size_weights):
+    return _load_base_size(XLMRModel, XLMRConfig(), base_size_weights)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -219,7 +254,8 @@ def test_half_precision_is_finite_and_close_to_fp32_on_base_size(base_size_fp32_
     # A row that is all padding: SDPA / softmax must not turn it into NaN.
     input_ids = torch.cat([input_ids, torch.ones_like(input_ids[:1])])
     mask = torch.cat([mask, torch.zeros_like(mask[:1])])
-    half_model = XLMRModel(base_size_fp32_model.config).eval()
+    with no_init_weights():
+        half_model = XLMRModel(base_size_fp32_model.config).eval()
     half_model.load_state_dict(base_size_fp32_model.state_dict())
     half_model.to(dtype)
     with torch.no_grad():
