@@ -1,0 +1,114 @@
+"""`xlmr convert` and `xlmr push`: the converter and the Hub upload on the command line."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from contextlib import contextmanager
+
+from .fairseq_format import CHECKPOINT_FILE
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _labels(text: str) -> list[str]:
+    labels = [label.strip() for label in text.split(",")]
+    if not all(labels):
+        raise argparse.ArgumentTypeError(f"empty label in {text!r}; give names like 'negative,positive'.")
+    return labels
+
+
+@contextmanager
+def _interrupt_on_sigterm():
+    """Turn SIGTERM into KeyboardInterrupt so the converter's cleanup runs and no partial output stays."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from .convert import convert_fairseq_checkpoint
+    from .hub import push_to_hub
+
+    with _interrupt_on_sigterm():
+        result = convert_fairseq_checkpoint(
+            args.source,
+            args.output,
+            checkpoint_file=args.checkpoint_file,
+            head=args.head,
+            labels=args.labels,
+            dtype=args.dtype,
+            overwrite=args.overwrite,
+            repo_id=args.push_to_hub,
+            log=_stderr,
+        )
+    print(result.output)
+    if args.push_to_hub:
+        return _push(result.output, args.push_to_hub, args, push_to_hub)
+    return 0
+
+
+def run_push(args: argparse.Namespace) -> int:
+    from .hub import push_to_hub
+
+    return _push(args.folder, args.repo_id, args, push_to_hub)
+
+
+def _push(folder, repo_id: str, args: argparse.Namespace, push_to_hub) -> int:
+    url = push_to_hub(
+        folder,
+        repo_id,
+        private=args.private,
+        revision=args.revision,
+        create_pr=args.create_pr,
+        commit_message=args.commit_message,
+        log=_stderr,
+    )
+    print(url)
+    return 0
+
+
+def _add_push_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("publishing (the token comes from `hf auth login` or HF_TOKEN)")
+    group.add_argument("--private", action="store_true", help="create the repo as private if it does not exist")
+    group.add_argument("--revision", help="branch to commit to (created if missing)")
+    group.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing directly")
+    group.add_argument("--commit-message", help="commit message (default: names the converted folder)")
+
+
+def add_subcommands(subparsers) -> None:
+    convert = subparsers.add_parser(
+        "convert",
+        help="convert a fairseq XLM-R checkpoint to a verified safetensors repo",
+        description=(
+            "Convert a fairseq XLM-R model directory or released .tar.gz into a transformers repository "
+            "(safetensors, tokenizer, remote code, model card), verified against the fairseq weights."
+        ),
+    )
+    convert.add_argument("source", metavar="SRC", help="fairseq model directory or xlmr.*.tar.gz archive")
+    convert.add_argument("output", metavar="OUT", help="directory to create (must not exist unless --overwrite)")
+    convert.add_argument("--checkpoint-file", default=CHECKPOINT_FILE, help="checkpoint inside SRC (default: model.pt)")
+    convert.add_argument("--head", help="classification head stored as the sequence-classification head")
+    convert.add_argument("--labels", type=_labels, help="comma-separated label names of --head, in class order")
+    convert.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32", help="weights dtype (default fp32)")
+    convert.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    convert.add_argument("--push-to-hub", metavar="REPO_ID", help="upload OUT to this Hub repo after converting")
+    _add_push_options(convert)
+    convert.set_defaults(func=run_convert)
+
+    push = subparsers.add_parser(
+        "push", help="upload a converted repo to the Hub in one commit", description="Upload OUT to the Hub in one commit."
+    )
+    push.add_argument("folder", metavar="OUT", help="directory written by `xlmr convert`")
+    push.add_argument("repo_id", metavar="REPO_ID", help="Hub repo id, e.g. user/xlmr-base-v0")
+    _add_push_options(push)
+    push.set_defaults(func=run_push)

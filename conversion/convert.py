@@ -1,0 +1,217 @@
+"""fairseq XLM-R checkpoint -> Hub-ready transformers repository (safetensors, tokenizer, remote code, card).
+
+`convert_fairseq_checkpoint(source, output)` reads the checkpoint safely (`checkpoint.py`), renames
+the weights (`mapping.py`), writes everything into a temporary directory beside `output`, reloads
+it through transformers' Auto classes, compares that with a forward pass computed straight from the
+fairseq weights (`reference.py`), and only then renames the directory to `output`. A failed or
+interrupted run leaves no `output`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from huggingface_hub import save_torch_state_dict
+from safetensors.torch import save_file
+
+from .checkpoint import CheckpointError, FairseqCheckpoint, read_fairseq_checkpoint
+from .fairseq_format import CHECKPOINT_FILE
+from .heads import HEADS_FILE
+from .mapping import cast_floats, classification_head_tensors, config_kwargs, transformers_state_dict
+from .verification import VerificationReport, verify_conversion
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# xlmr.large in fp32 (2.2 GB) is sharded, xlmr.base (1.1 GB) is one file.
+DEFAULT_MAX_SHARD_SIZE = "2GB"
+
+
+class ConversionError(ValueError):
+    """The conversion cannot go on; the message names the problem and the fix."""
+
+
+@dataclass
+class ConversionResult:
+    output: Path
+    parameter_count: int
+    head: str | None
+    verification: VerificationReport
+
+
+def _log_to_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def choose_head(checkpoint: FairseqCheckpoint, head: str | None, labels: Sequence[str] | None) -> str | None:
+    """The classification head stored as `classifier`: `head`, or the only one the checkpoint has."""
+    heads = checkpoint.classification_heads
+    if head is None and len(heads) == 1:
+        head = next(iter(heads))
+    if head is None:
+        if len(heads) > 1:
+            raise ConversionError(
+                f"the checkpoint has {len(heads)} classification heads ({', '.join(heads)}); choose the one "
+                "AutoModelForSequenceClassification loads with --head NAME (all are kept)."
+            )
+        if labels:
+            raise ConversionError("--labels was given but the checkpoint has no classification head.")
+        return None
+    if head not in heads:
+        available = ", ".join(heads) if heads else "none"
+        raise ConversionError(f"--head {head!r} is not in the checkpoint (its classification heads: {available}).")
+    if labels and len(labels) != heads[head]:
+        raise ConversionError(f"--labels gives {len(labels)} names but head {head!r} has {heads[head]} classes.")
+    if labels and len(set(labels)) != len(labels):
+        raise ConversionError("--labels has duplicate names; each class needs its own label.")
+    return head
+
+
+def write_repository(
+    checkpoint: FairseqCheckpoint,
+    directory: Path,
+    head: str | None,
+    labels: Sequence[str] | None,
+    dtype: torch.dtype,
+    max_shard_size: int | str,
+) -> tuple[dict, int]:
+    """Write weights, config, remote code and tokenizer into `directory`; returns (config dict, parameter count)."""
+    from modeling_xlmr.configuration_xlmr import XLMRConfig
+    from modeling_xlmr.modeling_xlmr import XLMRForMaskedLM
+    from transformers.dynamic_module_utils import custom_object_save
+
+    weights = cast_floats(transformers_state_dict(checkpoint, head), dtype)
+    save_torch_state_dict(weights, directory, max_shard_size=max_shard_size, metadata={"format": "pt"})
+    parameter_count = sum(tensor.numel() for tensor in weights.values())
+    del weights
+
+    if checkpoint.classification_heads:  # all of them, so `predict(NAME, ...)` finds every head in one file
+        tensors = cast_floats(classification_head_tensors(checkpoint, list(checkpoint.classification_heads)), dtype)
+        save_file(tensors, str(directory / HEADS_FILE), metadata={"format": "pt"})
+
+    config = XLMRConfig(**config_kwargs(checkpoint, head, labels, dtype))
+    config.save_pretrained(directory)
+    custom_object_save(XLMRForMaskedLM, directory)  # modeling_xlmr.py and the files it imports relatively
+    save_tokenizer(checkpoint, directory)
+    return config.to_dict(), parameter_count
+
+
+def write_model_card(directory: Path, checkpoint: FairseqCheckpoint, config: dict, parameter_count: int, report: VerificationReport, repo_id: str | None) -> None:
+    from model_cards import render_model_card
+
+    card = render_model_card(
+        config=config,
+        parameter_count=parameter_count,
+        source_name=checkpoint.source_name,
+        source_sha256=checkpoint.source_sha256,
+        max_abs_difference=report.max_abs_difference,
+        repo_id=repo_id,
+    )
+    (directory / "README.md").write_text(card, encoding="utf-8")
+
+
+def save_tokenizer(checkpoint: FairseqCheckpoint, directory: Path) -> None:
+    """tokenizer.json, tokenizer_config.json (with auto_map), the .py and the original sentencepiece model."""
+    from modeling_xlmr.tokenization_xlmr import XLMRTokenizerFast
+
+    tokenizer = XLMRTokenizerFast.from_pretrained(str(checkpoint.sentencepiece_path.parent))
+    if len(tokenizer) != checkpoint.vocab_size:
+        raise ConversionError(
+            f"the tokenizer built from {checkpoint.sentencepiece_path.name} and dict.txt has {len(tokenizer)} tokens "
+            f"but the embedding matrix has {checkpoint.vocab_size} rows; use the files released with this model.pt."
+        )
+    tokenizer.save_pretrained(str(directory))
+    if not (directory / checkpoint.sentencepiece_path.name).is_file():
+        shutil.copyfile(checkpoint.sentencepiece_path, directory / checkpoint.sentencepiece_path.name)
+
+
+def _apply_umask(directory: Path) -> None:
+    """mkdtemp makes a 0700 directory and some writers make 0600 files: give them the modes a plain mkdir/open would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    directory.chmod(0o777 & ~umask)
+    for path in directory.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def _replace_directory(built: Path, output: Path, overwrite: bool) -> None:
+    """Move `built` to `output`; an old `output` (with `overwrite`) is removed only once the new one is in place."""
+    if not output.exists():
+        built.rename(output)
+        return
+    if not overwrite:
+        raise ConversionError(f"{output} already exists; pass --overwrite to replace it.")
+    retired = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
+    output.rename(retired / output.name)
+    built.rename(output)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def convert_fairseq_checkpoint(
+    source: str | Path,
+    output: str | Path,
+    *,
+    checkpoint_file: str = CHECKPOINT_FILE,
+    head: str | None = None,
+    labels: Sequence[str] | None = None,
+    dtype: str = "fp32",
+    overwrite: bool = False,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+    tolerance: float = 1e-4,
+    repo_id: str | None = None,
+    log: Callable[[str], None] = _log_to_stderr,
+) -> ConversionResult:
+    """Convert a fairseq XLM-R (directory or released `.tar.gz`) into a verified transformers repo at `output`.
+
+    `output` then holds config.json (with `auto_map`), model.safetensors (sharded above
+    `max_shard_size`), classification_heads.safetensors when the checkpoint has heads (see
+    `heads.py`), the tokenizer files, the remote-code .py files and README.md. The repo is reloaded
+    through the Auto classes and must match a forward pass computed from the fairseq weights within
+    `tolerance` (max abs difference), or nothing is written. `repo_id` only fills the card's examples.
+    """
+    if dtype not in DTYPES:
+        raise ConversionError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise ConversionError(f"{output} already exists; pass --overwrite to replace it.")
+    output.parent.mkdir(parents=True, exist_ok=True)
+
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.source-", dir=output.parent))
+    built = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    try:
+        log(f"reading {source}")
+        checkpoint = read_fairseq_checkpoint(source, staging, checkpoint_file)
+        chosen = choose_head(checkpoint, head, labels)
+        hp = checkpoint.hyper_parameters
+        log(
+            f"XLM-R with {hp.num_layers} layers, hidden {hp.hidden_size}, {hp.num_heads} heads, vocabulary "
+            f"{checkpoint.vocab_size}; classification heads: {', '.join(checkpoint.classification_heads) or 'none'}"
+        )
+        log(f"writing {dtype} weights, config, tokenizer and remote code")
+        config, parameter_count = write_repository(checkpoint, built, chosen, labels, DTYPES[dtype], max_shard_size)
+        log("verifying: reloading through the Auto classes and comparing with the fairseq weights")
+        report = verify_conversion(built, checkpoint, chosen, DTYPES[dtype])
+        log(report.summary())
+        if report.max_abs_difference > tolerance:
+            raise ConversionError(
+                f"verification failed: max abs difference {report.max_abs_difference:.3g} ({report.worst}) "
+                f"exceeds {tolerance:g}; the converted model does not reproduce the checkpoint."
+            )
+        write_model_card(built, checkpoint, config, parameter_count, report, repo_id)
+        _apply_umask(built)
+        _replace_directory(built, output, overwrite)
+    except CheckpointError as error:
+        raise ConversionError(str(error)) from error
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(built, ignore_errors=True)
+    log(f"wrote {output} ({parameter_count:,} parameters)")
+    return ConversionResult(output=output, parameter_count=parameter_count, head=chosen, verification=report)
+
+
+__all__ = ["ConversionError", "ConversionResult", "DTYPES", "convert_fairseq_checkpoint"]

@@ -1,0 +1,114 @@
+"""Model cards for converted XLM-R repositories.
+
+`template.md` is one Jinja template (rendered by `huggingface_hub.ModelCard.from_template`); the
+per-model facts live in `xlmr.base.v0.yaml`, `xlmr.large.v0.yaml` and `converted.yaml` (any other
+size), and the 100 pre-training languages in `languages.yaml`. `render_model_card` picks the
+variant from the config's sizes and fills in what the conversion knows (parameter count, dtype,
+heads and labels, the source file's sha256).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+VARIANTS = ("xlmr.base.v0", "xlmr.large.v0")
+FALLBACK_VARIANT = "converted"
+TAGS = ["xlm-roberta", "xlmr", "fairseq", "multilingual", "masked-lm", "safetensors"]
+DEFAULT_REPO_ID = "path/to/this/repository"
+
+
+def _read(name: str) -> str:
+    return resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
+
+
+@cache
+def languages() -> list[dict[str, str]]:
+    """XLM-R's 100 pre-training languages: [{"code": BCP-47 tag, "name": English name}, ...]."""
+    return yaml.safe_load(_read("languages.yaml"))
+
+
+def load_variant(name: str) -> dict[str, Any]:
+    return yaml.safe_load(_read(f"{name}.yaml"))
+
+
+def variant_for(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The released model whose sizes `config` has (base or large), else the generic card."""
+    for name in VARIANTS:
+        variant = load_variant(name)
+        if all(config.get(key) == value for key, value in variant["sizes"].items()):
+            return variant
+    return load_variant(FALLBACK_VARIANT)
+
+
+def card_data(variant: Mapping[str, Any], model_name: str, pipeline_tag: str) -> ModelCardData:
+    """YAML metadata: languages, license, data set, tags, pipeline, library and the XNLI model-index."""
+    eval_results = None
+    if variant.get("xnli"):
+        setting = variant["xnli"]["setting"]
+        eval_results = [
+            EvalResult(
+                task_type="text-classification",
+                task_name="Natural Language Inference",
+                dataset_type="xnli",
+                dataset_name=f"XNLI ({language}, {setting})",
+                dataset_config=language,
+                dataset_split="test",
+                metric_type="accuracy",
+                metric_value=accuracy,
+                source_name="fairseq XLM-R README",
+                source_url="https://github.com/facebookresearch/fairseq/tree/main/examples/xlmr",
+            )
+            for language, accuracy in variant["xnli"]["accuracy"].items()
+        ]
+    return ModelCardData(
+        language=[entry["code"] for entry in languages()],
+        license="mit",
+        library_name="transformers",
+        pipeline_tag=pipeline_tag,
+        datasets=["cc100"],
+        tags=list(TAGS),
+        model_name=model_name,
+        eval_results=eval_results,
+    )
+
+
+def render_model_card(
+    *,
+    config: Mapping[str, Any],
+    parameter_count: int,
+    source_name: str,
+    source_sha256: str,
+    max_abs_difference: float = 0.0,
+    repo_id: str | None = None,
+) -> str:
+    """The README.md of a converted repo whose config.json is `config` (a dict)."""
+    variant = variant_for(config)
+    head = config.get("fairseq_head_name")
+    heads = config.get("fairseq_classification_heads") or {}
+    model_name = repo_id.split("/")[-1] if repo_id else variant["name"]
+    card = ModelCard.from_template(
+        card_data(variant, model_name, "text-classification" if head else "fill-mask"),
+        template_str=_read("template.md"),
+        variant=variant,
+        config=config,
+        parameter_count=parameter_count,
+        dtype=config.get("dtype") or "float32",
+        head=head,
+        heads=heads,
+        max_tokens=config["max_position_embeddings"] - config.get("pad_token_id", 1) - 1,
+        source_name=source_name,
+        source_sha256=source_sha256,
+        max_abs_difference=max_abs_difference,
+        language_names=[entry["name"] for entry in languages()],
+        repo_id=repo_id or DEFAULT_REPO_ID,
+    )
+    return str(card)
+
+
+__all__ = ["languages", "render_model_card", "variant_for"]
