@@ -137,7 +137,7 @@ def pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor, pooling: str
 def combine_windows(pooled: torch.Tensor, windows: Sequence[Window], num_texts: int) -> torch.Tensor:
     """Per-window vectors (in `windows` order) -> one vector per text: the token-count-weighted mean
     of that text's windows (a text with one window gets that window's vector unchanged)."""
-    text_index = torch.tensor([window.text_index for window in windows], device=pooled.device)
+    text_index = torch.tensor([window.text_index for window in windows], dtype=torch.long, device=pooled.device)
     weights = torch.tensor([float(len(window)) for window in windows], device=pooled.device)
     if bool((torch.bincount(text_index, minlength=num_texts) == 1).all()):
         return pooled.new_zeros((num_texts, pooled.shape[-1])).index_copy_(0, text_index, pooled)
