@@ -124,7 +124,10 @@ def extract_fairseq_archive(archive: Path, checkpoint_file: str, staging: Path) 
         raise CheckpointError(f"{archive} is not a readable .tar.gz archive ({error}); download it again.") from error
     missing = [name for name, path in wanted.items() if path is None]
     if missing:
-        raise CheckpointError(f"{archive} has no {', '.join(missing)}; a fairseq XLM-R archive holds model.pt, dict.txt and sentencepiece.bpe.model.")
+        raise CheckpointError(
+            f"{archive} has no {', '.join(missing)}; a fairseq XLM-R archive holds model.pt, dict.txt and "
+            "sentencepiece.bpe.model."
+        )
     return staging
 
 
@@ -208,7 +211,9 @@ def refuse_unsupported_architecture(options: Mapping, state: Mapping[str, torch.
     """Only post-LayerNorm XLM-R/RoBERTa maps onto the transformers layout; say why anything else doesn't."""
     # Defaults are fairseq 0.12's `roberta` base_architecture, which is also what 2019 RoBERTa hard-coded.
     problems = []
-    if options.get("encoder_normalize_before", False) or any(k.endswith("sentence_encoder.layer_norm.weight") for k in state):
+    if options.get("encoder_normalize_before", False) or any(
+        k.endswith("sentence_encoder.layer_norm.weight") for k in state
+    ):
         problems.append("it is pre-LayerNorm (encoder_normalize_before, like XLM-R XL/XXL)")
     if not options.get("no_scale_embedding", True):
         problems.append("it scales token embeddings by sqrt(dim) (no_scale_embedding=False)")
@@ -264,7 +269,7 @@ def canonical_state_dict(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, t
             prefix, kind = fused.groups()
             if tensor.shape[0] % 3:
                 raise CheckpointError(f"{key} has {tensor.shape[0]} rows, not a multiple of 3 (fused q, k, v).")
-            for name, part in zip(("q_proj", "k_proj", "v_proj"), tensor.chunk(3)):
+            for name, part in zip(("q_proj", "k_proj", "v_proj"), tensor.chunk(3), strict=True):
                 canonical[f"{prefix}.{name}.{kind}"] = part.clone()  # own storage: safetensors refuses shared views
             continue
         canonical[key] = tensor
@@ -306,10 +311,15 @@ def check_state_dict(state: Mapping[str, torch.Tensor], hp: HyperParameters) -> 
         expected.update({f"{layer}.fc2.weight": (hidden, ffn), f"{layer}.fc2.bias": (hidden,)})
     missing = [key for key in expected if key not in state]
     if missing:
-        raise CheckpointError(f"the state dict lacks {len(missing)} XLM-R tensor(s), e.g. {missing[0]}; is this an XLM-R/RoBERTa checkpoint?")
+        raise CheckpointError(
+            f"the state dict lacks {len(missing)} XLM-R tensor(s), e.g. {missing[0]}; "
+            "is this an XLM-R/RoBERTa checkpoint?"
+        )
     for key, shape in expected.items():
         if shape is not None and tuple(state[key].shape) != shape:
-            raise CheckpointError(f"{key} has shape {tuple(state[key].shape)}, but the checkpoint's options imply {shape}.")
+            raise CheckpointError(
+                f"{key} has shape {tuple(state[key].shape)}, but the checkpoint's options imply {shape}."
+            )
     embeddings = state[f"{encoder}.embed_tokens.weight"]
     if embeddings.dim() != 2 or embeddings.shape[1] != hidden:
         raise CheckpointError(f"embed_tokens has shape {tuple(embeddings.shape)}; expected (vocab, {hidden}).")
@@ -326,7 +336,10 @@ def check_state_dict(state: Mapping[str, torch.Tensor], hp: HyperParameters) -> 
     heads = re.compile(r"classification_heads\.[^.]+\.(dense|out_proj)\.(weight|bias)")
     leftover = [key for key in state if key not in expected and not heads.fullmatch(key)]
     if leftover:
-        raise CheckpointError(f"the state dict has tensors an XLM-R does not use, e.g. {leftover[0]} ({len(leftover)} in all); refusing to drop them silently.")
+        raise CheckpointError(
+            f"the state dict has tensors an XLM-R does not use, e.g. {leftover[0]} ({len(leftover)} in all); "
+            "refusing to drop them silently."
+        )
 
 
 def count_dictionary_entries(path: Path) -> int:
@@ -361,7 +374,9 @@ def check_vocabulary(dictionary_path: Path, vocab_rows: int) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def read_fairseq_checkpoint(source: str | Path, staging: Path, checkpoint_file: str = CHECKPOINT_FILE) -> FairseqCheckpoint:
+def read_fairseq_checkpoint(
+    source: str | Path, staging: Path, checkpoint_file: str = CHECKPOINT_FILE
+) -> FairseqCheckpoint:
     """Read, check and canonicalise a fairseq XLM-R checkpoint (directory or `.tar.gz`).
 
     `staging` is an empty scratch directory the caller deletes; an archive's files are streamed

@@ -99,14 +99,18 @@ def add_subcommands(subparsers) -> None:
     convert.add_argument("--checkpoint-file", default=CHECKPOINT_FILE, help="checkpoint inside SRC (default: model.pt)")
     convert.add_argument("--head", help="classification head stored as the sequence-classification head")
     convert.add_argument("--labels", type=_labels, help="comma-separated label names of --head, in class order")
-    convert.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32", help="weights dtype (default fp32)")
+    convert.add_argument(
+        "--dtype", choices=("fp32", "fp16", "bf16"), default="fp32", help="weights dtype (default fp32)"
+    )
     convert.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     convert.add_argument("--push-to-hub", metavar="REPO_ID", help="upload OUT to this Hub repo after converting")
     _add_push_options(convert)
     convert.set_defaults(func=run_convert)
 
     push = subparsers.add_parser(
-        "push", help="upload a converted repo to the Hub in one commit", description="Upload OUT to the Hub in one commit."
+        "push",
+        help="upload a converted repo to the Hub in one commit",
+        description="Upload OUT to the Hub in one commit.",
     )
     push.add_argument("folder", metavar="OUT", help="directory written by `xlmr convert`")
     push.add_argument("repo_id", metavar="REPO_ID", help="Hub repo id, e.g. user/xlmr-base-v0")

@@ -81,9 +81,10 @@ def write_repository(
     max_shard_size: int | str,
 ) -> tuple[dict, int]:
     """Write weights, config, remote code and tokenizer into `directory`; returns (config dict, parameter count)."""
+    from transformers.dynamic_module_utils import custom_object_save
+
     from modeling_xlmr.configuration_xlmr import XLMRConfig
     from modeling_xlmr.modeling_xlmr import XLMRForMaskedLM
-    from transformers.dynamic_module_utils import custom_object_save
 
     weights = cast_floats(transformers_state_dict(checkpoint, head), dtype)
     save_torch_state_dict(weights, directory, max_shard_size=max_shard_size, metadata={"format": "pt"})
@@ -101,7 +102,14 @@ def write_repository(
     return config.to_dict(), parameter_count
 
 
-def write_model_card(directory: Path, checkpoint: FairseqCheckpoint, config: dict, parameter_count: int, report: VerificationReport, repo_id: str | None) -> None:
+def write_model_card(
+    directory: Path,
+    checkpoint: FairseqCheckpoint,
+    config: dict,
+    parameter_count: int,
+    report: VerificationReport,
+    repo_id: str | None,
+) -> None:
     from model_cards import render_model_card
 
     card = render_model_card(

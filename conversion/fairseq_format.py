@@ -114,7 +114,10 @@ def random_fairseq_state_dict(
         return {f"{prefix}.weight": normal(out_features, in_features), f"{prefix}.bias": normal(out_features, std=0.05)}
 
     def layer_norm(prefix: str) -> dict[str, torch.Tensor]:
-        return {f"{prefix}.weight": normal(hidden_size, mean=1.0, std=0.1), f"{prefix}.bias": normal(hidden_size, std=0.05)}
+        return {
+            f"{prefix}.weight": normal(hidden_size, mean=1.0, std=0.1),
+            f"{prefix}.bias": normal(hidden_size, std=0.05),
+        }
 
     encoder = "encoder.sentence_encoder"
     positions = normal(max_positions + PADDING_IDX + 1, hidden_size)
@@ -220,14 +223,17 @@ def model_arguments(
     return arguments
 
 
-def checkpoint_payload(
-    state: Mapping[str, torch.Tensor], arguments: Mapping, layout: Layout = "args"
-) -> dict:
+def checkpoint_payload(state: Mapping[str, torch.Tensor], arguments: Mapping, layout: Layout = "args") -> dict:
     """Wrap a state dict the way fairseq's trainer saves it, in the 2019 (`args`) or later (`cfg`) layout."""
     payload: dict = {
         "model": dict(state),
         "optimizer_history": [
-            {"criterion_name": "MaskedLmLoss", "optimizer_name": "FairseqAdam", "lr_scheduler_state": {"best": None}, "num_updates": 0}
+            {
+                "criterion_name": "MaskedLmLoss",
+                "optimizer_name": "FairseqAdam",
+                "lr_scheduler_state": {"best": None},
+                "num_updates": 0,
+            }
         ],
         "extra_state": {"epoch": 1, "train_iterator": {"epoch": 1}, "val_loss": None},
         "last_optimizer_state": {"state": {}, "param_groups": []},
@@ -241,7 +247,11 @@ def checkpoint_payload(
         "_name": None,
         "common": {"_name": None, "seed": arguments.get("seed", 1), "fp16": False},
         "model": dict(model_cfg) if layout == "cfg-dict" else argparse.Namespace(**model_cfg),
-        "task": {"_name": arguments["task"], "data": arguments["data"], "tokens_per_sample": arguments["max_positions"]},
+        "task": {
+            "_name": arguments["task"],
+            "data": arguments["data"],
+            "tokens_per_sample": arguments["max_positions"],
+        },
         "criterion": {"_name": arguments["criterion"]},
         "bpe": {"_name": "sentencepiece", "sentencepiece_model": SENTENCEPIECE_FILE},
         "tokenizer": None,

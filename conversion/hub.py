@@ -16,7 +16,10 @@ REQUIRED_FILES = ("config.json", "README.md")
 
 def _folder_operations(folder: Path) -> list[CommitOperationAdd]:
     files = sorted(path for path in folder.rglob("*") if path.is_file() and not path.name.startswith("."))
-    return [CommitOperationAdd(path_in_repo=path.relative_to(folder).as_posix(), path_or_fileobj=str(path)) for path in files]
+    return [
+        CommitOperationAdd(path_in_repo=path.relative_to(folder).as_posix(), path_or_fileobj=str(path))
+        for path in files
+    ]
 
 
 def push_to_hub(

@@ -123,7 +123,9 @@ def config_kwargs(
 
 def cast_floats(state: Mapping[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """Cast floating tensors to `dtype`, contiguous and owning their memory (no shared storage, no mmap views)."""
-    return {key: tensor.to(dtype).contiguous() if tensor.is_floating_point() else tensor for key, tensor in state.items()}
+    return {
+        key: tensor.to(dtype).contiguous() if tensor.is_floating_point() else tensor for key, tensor in state.items()
+    }
 
 
 __all__ = ["cast_floats", "classification_head_tensors", "config_kwargs", "transformers_state_dict"]

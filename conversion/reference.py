@@ -79,7 +79,11 @@ def reference_forward(
     layer = 0
     while f"{ENCODER}.layers.{layer}.fc1.weight" in state:
         prefix = f"{ENCODER}.layers.{layer}"
-        x = _layer_norm(state, f"{prefix}.self_attn_layer_norm", x + _self_attention(state, f"{prefix}.self_attn", x, padding, num_heads))
+        x = _layer_norm(
+            state,
+            f"{prefix}.self_attn_layer_norm",
+            x + _self_attention(state, f"{prefix}.self_attn", x, padding, num_heads),
+        )
         feed_forward = _linear(state, f"{prefix}.fc2", _gelu(_linear(state, f"{prefix}.fc1", x)))
         x = _layer_norm(state, f"{prefix}.final_layer_norm", x + feed_forward)
         hidden_states.append(x)

@@ -63,7 +63,9 @@ def _check_loading(info: dict, allowed_unexpected: str, what: str) -> None:
 
 
 def _head_logits(head: dict[str, torch.Tensor], features: torch.Tensor) -> torch.Tensor:
-    pooled = torch.tanh(torch.nn.functional.linear(features[:, 0], head["dense.weight"].float(), head["dense.bias"].float()))
+    pooled = torch.tanh(
+        torch.nn.functional.linear(features[:, 0], head["dense.weight"].float(), head["dense.bias"].float())
+    )
     return torch.nn.functional.linear(pooled, head["out_proj.weight"].float(), head["out_proj.bias"].float())
 
 
@@ -85,7 +87,9 @@ def _quiet_transformers():
 
 
 @torch.no_grad()
-def verify_conversion(repo: Path, checkpoint: FairseqCheckpoint, head: str | None, dtype: torch.dtype) -> VerificationReport:
+def verify_conversion(
+    repo: Path, checkpoint: FairseqCheckpoint, head: str | None, dtype: torch.dtype
+) -> VerificationReport:
     """Max abs differences between the reloaded repo and the fairseq reference, per output."""
     with _quiet_transformers():
         return _verify(repo, checkpoint, head, dtype)

@@ -26,7 +26,9 @@ def tiny_config(**overrides) -> XLMRConfig:
     return XLMRConfig(**{**TINY_SIZES, **overrides})
 
 
-def expected_fairseq_state(directory: Path, config: XLMRConfig, heads: dict[str, int] | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
+def expected_fairseq_state(
+    directory: Path, config: XLMRConfig, heads: dict[str, int] | None = None, seed: int = 0
+) -> dict[str, torch.Tensor]:
     """The canonical fairseq weights `build_fairseq_checkpoint(directory, config, seed=seed)` wrote, whatever
     the layout or key spelling it used: the reference every converted repo is compared with."""
     vocab_rows = write_fairseq_dictionary(directory / "sentencepiece.bpe.model", directory / "dict.check.txt")

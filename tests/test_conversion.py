@@ -15,7 +15,13 @@ import tarfile
 
 import pytest
 import torch
-from fairseq_fixtures import expected_fairseq_state, fairseq_checkpoint, pack_fairseq_archive, tiny_config, tiny_sentencepiece  # noqa: F401
+from fairseq_fixtures import (  # noqa: F401  (fixtures are used by name)
+    expected_fairseq_state,
+    fairseq_checkpoint,
+    pack_fairseq_archive,
+    tiny_config,
+    tiny_sentencepiece,
+)
 from helpers import REPO_ROOT, run_without_package
 from huggingface_hub import ModelCard
 from safetensors import safe_open
@@ -31,7 +37,12 @@ from conversion import convert_fairseq_checkpoint, load_classification_heads
 from conversion.reference import reference_forward
 
 TOLERANCE = 1e-5
-SENTENCES = ["the quick brown fox jumps", "le petit chat dort sur la chaise", "мы читаем новые книги", "我们 今天 在 公园"]
+SENTENCES = [
+    "the quick brown fox jumps",
+    "le petit chat dort sur la chaise",
+    "мы читаем новые книги",
+    "我们 今天 在 公园",
+]
 
 
 def convert(source, output, **options):
@@ -60,7 +71,7 @@ def assert_reproduces_fairseq(repo, state, heads=()):
         with torch.no_grad():
             outputs = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
         assert len(outputs.hidden_states) == len(expected.hidden_states) == 3
-        for actual, reference in zip(outputs.hidden_states, expected.hidden_states):
+        for actual, reference in zip(outputs.hidden_states, expected.hidden_states, strict=True):
             assert masked_max_difference(actual, reference, attention_mask) < TOLERANCE
         assert masked_max_difference(outputs.logits, expected.lm_logits, attention_mask) < TOLERANCE
     return input_ids, attention_mask, expected
@@ -84,12 +95,24 @@ def test_every_layout_reproduces_the_fairseq_forward_pass(tmp_path, fairseq_chec
     assert result.verification.max_abs_difference < TOLERANCE
     assert result.head is None
     files = {path.name for path in result.output.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "sentencepiece.bpe.model",
-            "configuration_xlmr.py", "modeling_xlmr.py", "tokenization_xlmr.py", "README.md"} <= files
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "sentencepiece.bpe.model",
+        "configuration_xlmr.py",
+        "modeling_xlmr.py",
+        "tokenization_xlmr.py",
+        "README.md",
+    } <= files
     assert not any(name.startswith(".") for name in files)
     assert (result.output / "sentencepiece.bpe.model").read_bytes() == (source / "sentencepiece.bpe.model").read_bytes()
     config = json.loads((result.output / "config.json").read_text())
-    assert config["model_type"] == "xlm-roberta" and config["auto_map"]["AutoModelForMaskedLM"] == "modeling_xlmr.XLMRForMaskedLM"
+    assert (
+        config["model_type"] == "xlm-roberta"
+        and config["auto_map"]["AutoModelForMaskedLM"] == "modeling_xlmr.XLMRForMaskedLM"
+    )
     assert config["max_position_embeddings"] == 514 and config["type_vocab_size"] == 1 and config["dtype"] == "float32"
     tokenizer_config = json.loads((result.output / "tokenizer_config.json").read_text())
     assert "AutoTokenizer" in tokenizer_config["auto_map"]
@@ -128,7 +151,9 @@ def test_classification_heads_are_all_kept_and_the_chosen_one_is_the_classifier(
 
 
 def test_hub_interface_predicts_with_every_head(tmp_path, fairseq_checkpoint):
-    hub_interface = pytest.importorskip("modeling_xlmr.hub_interface", reason="XLMRHubInterface is another module's job")
+    hub_interface = pytest.importorskip(
+        "modeling_xlmr.hub_interface", reason="XLMRHubInterface is another module's job"
+    )
     heads = {"mnli": 3, "sentiment": 2}
     source = fairseq_checkpoint(classification_heads=heads)
     result = convert(source, tmp_path / "out", head="mnli")
@@ -150,7 +175,9 @@ def test_the_released_archive_layout_converts_like_the_directory(tmp_path, fairs
         assert all(name.startswith("xlmr.tiny.v0/") for name in tar.getnames())
     from_directory = convert(source, tmp_path / "from-directory")
     from_archive = convert(archive, tmp_path / "from-archive")
-    assert (from_archive.output / "model.safetensors").read_bytes() == (from_directory.output / "model.safetensors").read_bytes()
+    assert (from_archive.output / "model.safetensors").read_bytes() == (
+        from_directory.output / "model.safetensors"
+    ).read_bytes()
     card = ModelCard.load(from_archive.output / "README.md")
     assert hashlib.sha256(archive.read_bytes()).hexdigest() in card.text
     with safe_open(str(from_archive.output / "model.safetensors"), framework="pt") as weights:
@@ -158,7 +185,12 @@ def test_the_released_archive_layout_converts_like_the_directory(tmp_path, fairs
     assert from_archive.parameter_count == stored and f"{stored:,} stored" in card.text
     assert len(card.data.language) == 100 and card.data.pipeline_tag == "fill-mask"
     assert "xlmr.tiny.v0.tar.gz" in card.text
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["from-archive", "from-directory", "xlmr.tiny.v0", "xlmr.tiny.v0.tar.gz"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "from-archive",
+        "from-directory",
+        "xlmr.tiny.v0",
+        "xlmr.tiny.v0.tar.gz",
+    ]
 
 
 def test_archive_members_cannot_write_outside_the_staging_directory(tmp_path, fairseq_checkpoint):
@@ -209,7 +241,16 @@ def test_half_precision_weights_are_the_rounded_fairseq_weights(tmp_path, fairse
 def test_cli_converts_and_refuses_to_overwrite_without_the_flag(tmp_path, fairseq_checkpoint):
     source = fairseq_checkpoint(classification_heads={"mnli": 3})
     output = tmp_path / "out"
-    command = [sys.executable, "-m", "modeling_xlmr.cli", "convert", str(source), str(output), "--labels", "contradiction,neutral,entailment"]
+    command = [
+        sys.executable,
+        "-m",
+        "modeling_xlmr.cli",
+        "convert",
+        str(source),
+        str(output),
+        "--labels",
+        "contradiction,neutral,entailment",
+    ]
     first = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
     assert first.returncode == 0, first.stderr
     assert first.stdout.strip() == str(output)
@@ -224,7 +265,9 @@ def test_cli_converts_and_refuses_to_overwrite_without_the_flag(tmp_path, fairse
     assert refused.stderr.strip() == f"xlmr convert: error: {output} already exists; pass --overwrite to replace it."
     assert marker.read_bytes() == before
 
-    replaced = subprocess.run(command[:-2] + ["--overwrite", "--dtype", "bf16"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    replaced = subprocess.run(
+        command[:-2] + ["--overwrite", "--dtype", "bf16"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300
+    )
     assert replaced.returncode == 0, replaced.stderr
     assert json.loads((output / "config.json").read_text())["dtype"] == "bfloat16"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["fairseq", "out"]
@@ -235,7 +278,10 @@ def test_converted_repo_runs_from_its_own_files_only(tmp_path, fairseq_checkpoin
     result = convert(source, tmp_path / "out")
     input_ids, attention_mask = tokenize(result.output)
     expected = reference_forward(expected_fairseq_state(source, tiny_config()), input_ids, num_heads=4)
-    torch.save({"input_ids": input_ids, "attention_mask": attention_mask, "logits": expected.lm_logits}, tmp_path / "expected.pt")
+    torch.save(
+        {"input_ids": input_ids, "attention_mask": attention_mask, "logits": expected.lm_logits},
+        tmp_path / "expected.pt",
+    )
     run_without_package(
         f"""
         import torch
@@ -244,7 +290,8 @@ def test_converted_repo_runs_from_its_own_files_only(tmp_path, fairseq_checkpoin
         data = torch.load({str(tmp_path / "expected.pt")!r})
         tokenizer = AutoTokenizer.from_pretrained(repo, trust_remote_code=True)
         assert type(tokenizer).__name__ == "XLMRTokenizerFast", type(tokenizer)
-        assert tokenizer({SENTENCES!r}, padding=True, return_tensors="pt")["input_ids"].tolist() == data["input_ids"].tolist()
+        ids = tokenizer({SENTENCES!r}, padding=True, return_tensors="pt")["input_ids"]
+        assert ids.tolist() == data["input_ids"].tolist()
         model = AutoModelForMaskedLM.from_pretrained(repo, trust_remote_code=True).eval()
         assert type(model).__name__ == "XLMRForMaskedLM"
         with torch.no_grad():

@@ -59,7 +59,10 @@ def test_a_pickle_that_would_run_code_is_refused_and_never_runs(tmp_path, fairse
     output = tmp_path / "out"
     result = subprocess.run(
         [sys.executable, "-m", "modeling_xlmr.cli", "convert", str(source), str(output)],
-        capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=300,
     )
     error = assert_one_line_error(result.returncode, result.stderr, "refusing", "system", "could run code")
     assert str(source / "model.pt") in error
@@ -86,13 +89,29 @@ def drop_last_dictionary_entry(path):
 @pytest.mark.parametrize(
     "damage,fragments",
     [
-        pytest.param(lambda d: truncate(d / "model.pt"), ["model.pt", "corrupt or truncated", "download it again"], id="truncated-model.pt"),
+        pytest.param(
+            lambda d: truncate(d / "model.pt"),
+            ["model.pt", "corrupt or truncated", "download it again"],
+            id="truncated-model.pt",
+        ),
         pytest.param(lambda d: corrupt(d / "model.pt"), ["model.pt", "corrupt or truncated"], id="corrupt-model.pt"),
-        pytest.param(lambda d: (d / "model.pt").write_bytes(b"not a checkpoint"), ["corrupt or truncated"], id="not-a-checkpoint"),
+        pytest.param(
+            lambda d: (d / "model.pt").write_bytes(b"not a checkpoint"), ["corrupt or truncated"], id="not-a-checkpoint"
+        ),
         pytest.param(lambda d: (d / "dict.txt").unlink(), ["dict.txt is missing"], id="missing-dict.txt"),
-        pytest.param(lambda d: (d / "sentencepiece.bpe.model").unlink(), ["sentencepiece.bpe.model is missing"], id="missing-spm"),
-        pytest.param(lambda d: drop_last_dictionary_entry(d / "dict.txt"), ["gives", "rows", "dict.txt that was released"], id="vocab-mismatch"),
-        pytest.param(lambda d: (d / "dict.txt").write_text("word\n"), ["dict.txt line 1 is not 'token count'"], id="malformed-dict.txt"),
+        pytest.param(
+            lambda d: (d / "sentencepiece.bpe.model").unlink(), ["sentencepiece.bpe.model is missing"], id="missing-spm"
+        ),
+        pytest.param(
+            lambda d: drop_last_dictionary_entry(d / "dict.txt"),
+            ["gives", "rows", "dict.txt that was released"],
+            id="vocab-mismatch",
+        ),
+        pytest.param(
+            lambda d: (d / "dict.txt").write_text("word\n"),
+            ["dict.txt line 1 is not 'token count'"],
+            id="malformed-dict.txt",
+        ),
     ],
 )
 def test_damaged_inputs_give_one_line_and_no_output(tmp_path, fairseq_checkpoint, capsys, damage, fragments):
@@ -112,7 +131,9 @@ def test_damaged_archive_gives_one_line_and_no_output(tmp_path, fairseq_checkpoi
     assert_one_line_error(status, stderr, "xlmr.tiny.v0.tar.gz", "download it again")
     assert_nothing_written(tmp_path, "fairseq", "xlmr.tiny.v0.tar.gz")
 
-    incomplete = pack_fairseq_archive(tmp_path / "fairseq", tmp_path / "incomplete.tar.gz", files=["model.pt", "dict.txt"])
+    incomplete = pack_fairseq_archive(
+        tmp_path / "fairseq", tmp_path / "incomplete.tar.gz", files=["model.pt", "dict.txt"]
+    )
     status, stderr = run_cli(capsys, incomplete, tmp_path / "out")
     assert_one_line_error(status, stderr, "has no sentencepiece.bpe.model")
 
@@ -126,7 +147,9 @@ def test_damaged_archive_gives_one_line_and_no_output(tmp_path, fairseq_checkpoi
         (dict(untie_weights_roberta=True), "not tied"),
     ],
 )
-def test_checkpoints_that_are_not_post_layernorm_xlmr_are_refused(tmp_path, fairseq_checkpoint, capsys, overrides, fragment):
+def test_checkpoints_that_are_not_post_layernorm_xlmr_are_refused(
+    tmp_path, fairseq_checkpoint, capsys, overrides, fragment
+):
     source = fairseq_checkpoint(layout="cfg", argument_overrides=overrides)
     status, stderr = run_cli(capsys, source, tmp_path / "out")
     assert_one_line_error(status, stderr, "not a post-LayerNorm XLM-R", fragment)
@@ -134,7 +157,11 @@ def test_checkpoints_that_are_not_post_layernorm_xlmr_are_refused(tmp_path, fair
 
 
 def add_final_layer_norm(state):
-    return {**state, "encoder.sentence_encoder.layer_norm.weight": torch.ones(32), "encoder.sentence_encoder.layer_norm.bias": torch.zeros(32)}
+    return {
+        **state,
+        "encoder.sentence_encoder.layer_norm.weight": torch.ones(32),
+        "encoder.sentence_encoder.layer_norm.bias": torch.zeros(32),
+    }
 
 
 def untie_lm_head(state):
@@ -215,7 +242,10 @@ def test_sigterm_during_conversion_leaves_no_output(tmp_path, fairseq_checkpoint
     output = tmp_path / "out"
     process = subprocess.Popen(
         [sys.executable, "-m", "modeling_xlmr.cli", "convert", str(source), str(output)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO_ROOT,
     )
     # Wait until the converter is writing into its temporary directory, then stop it.
     for line in process.stderr:

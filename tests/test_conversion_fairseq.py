@@ -16,7 +16,8 @@ from conversion import convert_fairseq_checkpoint
 from conversion.reference import reference_forward
 
 fairseq_roberta = pytest.importorskip(
-    "fairseq.models.roberta", reason="fairseq is not installed (pip install --no-build-isolation --no-deps fairseq-fixed)"
+    "fairseq.models.roberta",
+    reason="fairseq is not installed (pip install --no-build-isolation --no-deps fairseq-fixed)",
 )
 
 TOLERANCE = 1e-5
@@ -61,7 +62,7 @@ def test_converted_repo_matches_fairseq(tmp_path, fairseq_checkpoint, monkeypatc
             reference = reference_forward(state, tokens[None], num_heads=4, heads=tuple(HEADS))
 
         assert len(fairseq_layers) == len(outputs.hidden_states) == 3
-        for ours, theirs, yardstick in zip(outputs.hidden_states, fairseq_layers, reference.hidden_states):
+        for ours, theirs, yardstick in zip(outputs.hidden_states, fairseq_layers, reference.hidden_states, strict=True):
             assert max_difference(ours, theirs) < TOLERANCE
             assert max_difference(yardstick, theirs) < TOLERANCE
         assert max_difference(outputs.hidden_states[-1], fairseq_last) < TOLERANCE
@@ -73,11 +74,16 @@ def test_converted_repo_matches_fairseq(tmp_path, fairseq_checkpoint, monkeypatc
         assert max_difference(classifier_logits.log_softmax(-1), predicted) < TOLERANCE
         for name in HEADS:
             with torch.no_grad():
-                assert max_difference(reference.head_logits[name], fairseq_model.predict(name, tokens, return_logits=True)) < TOLERANCE
+                assert (
+                    max_difference(reference.head_logits[name], fairseq_model.predict(name, tokens, return_logits=True))
+                    < TOLERANCE
+                )
 
 
 def test_hub_interface_matches_fairseq_hub_interface(tmp_path, fairseq_checkpoint, monkeypatch):
-    hub_interface = pytest.importorskip("modeling_xlmr.hub_interface", reason="XLMRHubInterface is another module's job")
+    hub_interface = pytest.importorskip(
+        "modeling_xlmr.hub_interface", reason="XLMRHubInterface is another module's job"
+    )
     source = fairseq_checkpoint(classification_heads=HEADS)
     output = convert_fairseq_checkpoint(source, tmp_path / "out", head="sentiment", log=lambda message: None).output
     fairseq_model = load_fairseq(source, monkeypatch)

@@ -10,8 +10,21 @@ from modeling_xlmr.configuration_xlmr import XLMRConfig
 
 # fairseq's XLM-R README (the seed), xlmr.large.v0, TRANSLATE-TRAIN-ALL.
 SEED_XNLI_LARGE = {
-    "en": 88.7, "fr": 85.2, "es": 85.6, "de": 84.6, "el": 83.6, "bg": 85.5, "ru": 82.4, "tr": 81.6,
-    "ar": 80.9, "vi": 83.4, "th": 80.9, "zh": 83.3, "hi": 79.8, "sw": 75.9, "ur": 74.3,
+    "en": 88.7,
+    "fr": 85.2,
+    "es": 85.6,
+    "de": 84.6,
+    "el": 83.6,
+    "bg": 85.5,
+    "ru": 82.4,
+    "tr": 81.6,
+    "ar": 80.9,
+    "vi": 83.4,
+    "th": 80.9,
+    "zh": 83.3,
+    "hi": 79.8,
+    "sw": 75.9,
+    "ur": 74.3,
 }
 SHA256 = "0123456789abcdef" * 4
 
@@ -28,7 +41,10 @@ def parameter_count(config: XLMRConfig) -> int:
 def render(config: XLMRConfig, tmp_path, **config_fields) -> ModelCard:
     values = {**config.to_dict(), **config_fields}
     text = render_model_card(
-        config=values, parameter_count=parameter_count(config), source_name="model.pt", source_sha256=SHA256,
+        config=values,
+        parameter_count=parameter_count(config),
+        source_name="model.pt",
+        source_sha256=SHA256,
         max_abs_difference=2.5e-6,
     )
     path = tmp_path / "README.md"
@@ -76,7 +92,10 @@ def test_base_card_claims_no_results(tmp_path):
 
 
 def test_card_names_the_classification_head_and_labels(tmp_path):
-    heads = {"mnli": {"num_classes": 3, "labels": ["contradiction", "neutral", "entailment"]}, "sst": {"num_classes": 2, "labels": None}}
+    heads = {
+        "mnli": {"num_classes": 3, "labels": ["contradiction", "neutral", "entailment"]},
+        "sst": {"num_classes": 2, "labels": None},
+    }
     card = render(
         XLMRConfig.large(), tmp_path, fairseq_head_name="mnli", fairseq_classification_heads=heads, dtype="bfloat16"
     )
@@ -88,7 +107,9 @@ def test_card_names_the_classification_head_and_labels(tmp_path):
 
 
 def test_other_sizes_get_the_generic_card(tmp_path):
-    config = XLMRConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=300)
+    config = XLMRConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=300
+    )
     card = render(config, tmp_path)
     assert "xlmr.base.v0" not in card.text and "xlmr.large.v0" not in card.text
     assert card.data.eval_results is None and len(card.data.language) == 100

@@ -69,10 +69,14 @@ def make_handler(hub: FakeHub):
                 return self._reply(401, {"error": "Invalid credentials in Authorization header"})
             if path == "/api/repos/create":
                 request = json.loads(body)
-                repo_id = f"{request['organization']}/{request['name']}" if request.get("organization") else request["name"]
+                repo_id = (
+                    f"{request['organization']}/{request['name']}" if request.get("organization") else request["name"]
+                )
                 if repo_id in hub.repos:
                     # The Hub answers a re-create with 409 and the repo's URL (create_repo(exist_ok=True) reads it).
-                    return self._reply(409, {"error": "You already created this model repo", "url": f"{self._endpoint()}/{repo_id}"})
+                    return self._reply(
+                        409, {"error": "You already created this model repo", "url": f"{self._endpoint()}/{repo_id}"}
+                    )
                 hub.repos[repo_id] = {"visibility": request.get("visibility"), "branches": {"main": {}}}
                 return self._reply(200, {"url": f"{self._endpoint()}/{repo_id}"})
             if path == "/api/validate-yaml":
@@ -89,7 +93,11 @@ def make_handler(hub: FakeHub):
             if match:
                 files = json.loads(body)["files"]
                 modes = [
-                    {"path": f["path"], "uploadMode": "lfs" if f["path"].endswith(LFS_SUFFIXES) else "regular", "shouldIgnore": False}
+                    {
+                        "path": f["path"],
+                        "uploadMode": "lfs" if f["path"].endswith(LFS_SUFFIXES) else "regular",
+                        "shouldIgnore": False,
+                    }
                     for f in files
                 ]
                 return self._reply(200, {"files": modes})
@@ -97,8 +105,12 @@ def make_handler(hub: FakeHub):
             if match:
                 objects = json.loads(body)["objects"]
                 actions = [
-                    {"oid": o["oid"], "size": o["size"], "authenticated": True,
-                     "actions": {"upload": {"href": f"{self._endpoint()}/lfs-upload/{o['oid']}"}}}
+                    {
+                        "oid": o["oid"],
+                        "size": o["size"],
+                        "authenticated": True,
+                        "actions": {"upload": {"href": f"{self._endpoint()}/lfs-upload/{o['oid']}"}},
+                    }
                     for o in objects
                 ]
                 return self._reply(200, {"transfer": "basic", "objects": actions})
@@ -119,16 +131,27 @@ def make_handler(hub: FakeHub):
                     files[value["path"]] = hub.lfs_objects[value["oid"]]
             create_pr = "create_pr=1" in self.path
             branch = revision.replace("%2F", "/")
-            hub.commits.append({"repo_id": repo_id, "revision": branch, "summary": header["value"]["summary"], "files": files, "create_pr": create_pr})
+            hub.commits.append(
+                {
+                    "repo_id": repo_id,
+                    "revision": branch,
+                    "summary": header["value"]["summary"],
+                    "files": files,
+                    "create_pr": create_pr,
+                }
+            )
             if not create_pr:
                 hub.repos[repo_id]["branches"].setdefault(branch, {}).update(files)
             oid = hashlib.sha1(body).hexdigest()
             number = len(hub.commits)
-            return self._reply(200, {
-                "commitUrl": f"{self._endpoint()}/{repo_id}/commit/{oid}",
-                "commitOid": oid,
-                "pullRequestUrl": f"{self._endpoint()}/{repo_id}/discussions/{number}" if create_pr else None,
-            })
+            return self._reply(
+                200,
+                {
+                    "commitUrl": f"{self._endpoint()}/{repo_id}/commit/{oid}",
+                    "commitOid": oid,
+                    "pullRequestUrl": f"{self._endpoint()}/{repo_id}/discussions/{number}" if create_pr else None,
+                },
+            )
 
         def do_PUT(self):
             body = self._body()
@@ -168,7 +191,11 @@ def run_xlmr(hub: FakeHub, *arguments, home, token: str = TOKEN) -> subprocess.C
     }
     return subprocess.run(
         [sys.executable, "-m", "modeling_xlmr.cli", *map(str, arguments)],
-        capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env=env,
+        timeout=300,
     )
 
 
@@ -183,7 +210,16 @@ def converted(tmp_path, fairseq_checkpoint):
 
 
 def test_push_uploads_the_folder_byte_for_byte_in_one_commit(tmp_path, fake_hub, converted):
-    result = run_xlmr(fake_hub, "push", converted, "someone/xlmr-tiny", "--private", "--commit-message", "Add tiny XLM-R", home=tmp_path / "hf")
+    result = run_xlmr(
+        fake_hub,
+        "push",
+        converted,
+        "someone/xlmr-tiny",
+        "--private",
+        "--commit-message",
+        "Add tiny XLM-R",
+        home=tmp_path / "hf",
+    )
     assert result.returncode == 0, result.stderr
     assert TOKEN not in result.stdout + result.stderr
     assert fake_hub.repos["someone/xlmr-tiny"]["visibility"] == "private"
@@ -216,8 +252,17 @@ def test_push_to_a_new_branch_and_as_a_pull_request(tmp_path, fake_hub, converte
 def test_convert_with_push_to_hub(tmp_path, fake_hub, fairseq_checkpoint):
     source = fairseq_checkpoint(classification_heads={"mnli": 3})
     output = tmp_path / "pushed"
-    result = run_xlmr(fake_hub, "convert", source, output, "--labels", "contradiction,neutral,entailment",
-                      "--push-to-hub", "someone/xlmr-mnli", home=tmp_path / "hf")
+    result = run_xlmr(
+        fake_hub,
+        "convert",
+        source,
+        output,
+        "--labels",
+        "contradiction,neutral,entailment",
+        "--push-to-hub",
+        "someone/xlmr-mnli",
+        home=tmp_path / "hf",
+    )
     assert result.returncode == 0, result.stderr
     assert TOKEN not in result.stdout + result.stderr
     assert fake_hub.commits[0]["files"] == folder_files(output)
