@@ -53,9 +53,11 @@ def run_demo(args: argparse.Namespace) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def demo(workdir: Path, seed: int = 0, out=sys.stdout) -> int:
+def demo(workdir: Path, seed: int = 0, out=None) -> int:
+    """Run the pipeline in `workdir`, printing each step to `out` (default: standard output)."""
+
     def say(message: str = "") -> None:
-        print(message, file=out, flush=True)
+        print(message, file=out or sys.stdout, flush=True)
 
     import torch
     from transformers.utils import logging
