@@ -163,7 +163,12 @@ class XLMRHubInterface(nn.Module):
         return decoded[0] if len(decoded) == 1 else decoded
 
     def _content_ids(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+        return self._tokenize(text)["input_ids"]
+
+    def _tokenize(self, text: str | list[str], **kwargs):
+        # As fairseq, text is only text: a literal "<s>" or "<mask>" in it is spelled out in pieces,
+        # never turned into the special token (tokenizers that ignore the flag keep their own rule).
+        return self.tokenizer(text, add_special_tokens=False, split_special_tokens=True, verbose=False, **kwargs)
 
     def _pieces_to_text(self, ids: list[int]) -> str:
         # fairseq: Dictionary.string drops <s> and </s>, then the sentencepiece decoder joins pieces.
@@ -263,7 +268,7 @@ class XLMRHubInterface(nn.Module):
     def extract_features_aligned_to_words(self, sentence: str, return_all_hiddens: bool = False) -> WordFeatures:
         """Features per word (regex words: letter/digit runs and single punctuation marks), fairseq's
         way: a token's features are split evenly among the words it overlaps and summed per word."""
-        encoding = self.tokenizer(sentence, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        encoding = self._tokenize(sentence, return_offsets_mapping=True)
         ids, offsets = encoding["input_ids"], encoding["offset_mapping"]
         words = [(match.group(), match.span()) for match in WORD_PATTERN.finditer(sentence)]
         tokens = torch.tensor([self.tokenizer.bos_token_id, *ids, self.tokenizer.eos_token_id])
@@ -335,7 +340,7 @@ class XLMRHubInterface(nn.Module):
     def _plan(self, texts: Sequence[str], long_text: str, chunk_overlap: int) -> list[batching.Window]:
         if isinstance(texts, str):
             raise TypeError("pass a list of texts (wrap a single text: [text]).")
-        content_ids = self.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"] if texts else []
+        content_ids = self._tokenize(list(texts))["input_ids"] if texts else []
         return batching.plan_windows(
             content_ids,
             bos_id=self.tokenizer.bos_token_id,

@@ -78,6 +78,9 @@ def test_encode_follows_sentencepiece_and_fairseq_separators(xlmr, real_spm_mode
 
     first, second, third = SENTENCES[1], SENTENCES[2], SENTENCES[3]
     assert xlmr.encode(first).tolist() == [0, *fairseq_ids(first), 2]
+    literal = "a literal <mask> and <s> are text to fairseq"
+    assert xlmr.encode(literal).tolist() == [0, *fairseq_ids(literal), 2]
+    assert xlmr.tokenizer.mask_token_id not in xlmr.encode(literal).tolist()
     assert xlmr.encode(first, second, third).tolist() == [
         0, *fairseq_ids(first), 2, 2, *fairseq_ids(second), 2, 2, *fairseq_ids(third), 2
     ]
