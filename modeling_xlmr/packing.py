@@ -8,7 +8,7 @@ and packs the result again.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
@@ -20,11 +20,12 @@ class PackedBatch:
 
     token_indices: torch.Tensor  # (tokens,) flat index into the padded (batch * seq) layout
     attention_indices: torch.Tensor  # (tokens,) flat index into a left-aligned (batch * longest) layout
-    key_mask: torch.Tensor  # (batch, 1, 1, longest) True where a key is a real token
+    key_mask: torch.Tensor | None  # (batch, 1, 1, longest) True where a key is real; None when nothing is padded
     cu_seqlens: torch.Tensor  # (batch + 1,) int32 cumulative lengths, for varlen kernels
     max_seqlen: int
     batch_size: int
     seq_len: int
+    lengths: tuple[int, ...] = ()  # real tokens per sequence, in packed order
 
     @classmethod
     def from_mask(cls, attention_mask: torch.Tensor) -> "PackedBatch":
@@ -38,20 +39,34 @@ class PackedBatch:
         sequence_of_token = token_indices // seq_len
         attention_indices = sequence_of_token * longest + rank_in_sequence
         key_mask = torch.arange(longest, device=mask.device)[None, :] < lengths[:, None]
+        if bool(key_mask.all()):
+            key_mask = None  # equal lengths: attention needs no mask (and SDPA then takes its fastest kernel)
+        else:
+            key_mask = key_mask[:, None, None, :]
         cu_seqlens = F.pad(lengths.cumsum(0, dtype=torch.int32), (1, 0))
         return cls(
             token_indices=token_indices,
             attention_indices=attention_indices,
-            key_mask=key_mask[:, None, None, :],
+            key_mask=key_mask,
             cu_seqlens=cu_seqlens,
             max_seqlen=longest,
             batch_size=batch_size,
             seq_len=seq_len,
+            lengths=tuple(lengths.tolist()),
         )
 
     @property
     def num_tokens(self) -> int:
         return self.token_indices.numel()
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "PackedBatch":
+        """Moved copy; lets accelerate's hooks (device_map="auto") send a packed batch to each layer's device."""
+        moved = {
+            field.name: getattr(self, field.name).to(device, non_blocking=non_blocking)
+            for field in fields(self)
+            if isinstance(getattr(self, field.name), torch.Tensor)
+        }
+        return replace(self, **moved)
 
     def unpad(self, padded: torch.Tensor) -> torch.Tensor:
         """(batch, seq, ...) -> (tokens, ...)"""
@@ -98,9 +113,7 @@ def packed_attention(
     # Regroup into (batch, heads, longest, head_dim): only the longest *real* length is padded here,
     # and only for this step, so the GEMMs around it never see padding.
     def to_batched(states: torch.Tensor) -> torch.Tensor:
-        batched = states.new_zeros((packed.batch_size * packed.max_seqlen, *states.shape[1:]))
-        batched.index_copy_(0, packed.attention_indices, states)
-        return batched.view(packed.batch_size, packed.max_seqlen, *states.shape[1:]).transpose(1, 2)
+        return _regroup(states, packed).transpose(1, 2)
 
     attn_output = F.scaled_dot_product_attention(
         to_batched(query), to_batched(key), to_batched(value),
@@ -108,3 +121,68 @@ def packed_attention(
     )
     attn_output = attn_output.transpose(1, 2).flatten(0, 1)
     return attn_output.index_select(0, packed.attention_indices)
+
+
+def packed_qkv_attention(qkv: torch.Tensor, packed: PackedBatch, num_heads: int, scaling: float) -> torch.Tensor:
+    """Inference attention on a fused projection: qkv (tokens, 3 * hidden) -> (tokens, hidden).
+
+    One scatter of the fused tensor replaces three (and one gather comes back), which matters on
+    small CPUs where every pass over memory shows.
+    """
+    num_tokens = qkv.shape[0]
+    head_dim = qkv.shape[1] // (3 * num_heads)
+    if num_tokens == 0:
+        return qkv.new_zeros((0, num_heads * head_dim))
+    if qkv.is_cuda and qkv.dtype in (torch.float16, torch.bfloat16):
+        flash_varlen_qkvpacked = _flash_attn_varlen_qkvpacked()
+        if flash_varlen_qkvpacked is not None:
+            attn_output = flash_varlen_qkvpacked(
+                qkv.view(num_tokens, 3, num_heads, head_dim), packed.cu_seqlens, packed.max_seqlen,
+                softmax_scale=scaling, causal=False,
+            )
+            return attn_output.reshape(num_tokens, num_heads * head_dim)
+
+    qkv = qkv.view(num_tokens, 3, num_heads, head_dim)
+    if _padded_attention_work(packed) > _PER_SEQUENCE_ABOVE:
+        return _attention_per_sequence(qkv, packed, scaling)
+    batched = _regroup(qkv, packed)  # (batch, longest, 3, heads, dim)
+    query, key, value = (states.transpose(1, 2) for states in batched.unbind(2))
+    attn_output = F.scaled_dot_product_attention(query, key, value, attn_mask=packed.key_mask, scale=scaling)
+    attn_output = attn_output.transpose(1, 2).reshape(-1, num_heads * head_dim)
+    return attn_output.index_select(0, packed.attention_indices)
+
+
+# Regrouping pads every sequence to the longest one in the batch, and attention's cost grows with the
+# square of that length: once the padded work passes this multiple of the real work, one SDPA call per
+# sequence (on views, no mask, no copies in) is cheaper than one call on the padded regrouping.
+_PER_SEQUENCE_ABOVE = 1.5
+
+
+def _padded_attention_work(packed: PackedBatch) -> float:
+    real = sum(length * length for length in packed.lengths)
+    return packed.batch_size * packed.max_seqlen**2 / max(real, 1)
+
+
+def _attention_per_sequence(qkv: torch.Tensor, packed: PackedBatch, scaling: float) -> torch.Tensor:
+    """qkv (tokens, 3, heads, dim) -> (tokens, heads * dim), one unmasked SDPA per sequence."""
+    outputs = []
+    for sequence in qkv.split(list(packed.lengths)):
+        query, key, value = (states.transpose(0, 1).unsqueeze(0) for states in sequence.unbind(1))
+        attn_output = F.scaled_dot_product_attention(query, key, value, scale=scaling)
+        outputs.append(attn_output.squeeze(0).transpose(0, 1).flatten(1))
+    return torch.cat(outputs)
+
+
+def _regroup(states: torch.Tensor, packed: PackedBatch) -> torch.Tensor:
+    """(tokens, ...) -> (batch, longest, ...) left-aligned; zeros (not garbage: masked keys still get multiplied) elsewhere."""
+    batched = states.new_zeros((packed.batch_size * packed.max_seqlen, *states.shape[1:]))
+    batched.index_copy_(0, packed.attention_indices, states)
+    return batched.view(packed.batch_size, packed.max_seqlen, *states.shape[1:])
+
+
+def _flash_attn_varlen_qkvpacked():
+    try:
+        from flash_attn import flash_attn_varlen_qkvpacked_func
+    except ImportError:
+        return None
+    return flash_attn_varlen_qkvpacked_func

@@ -1,0 +1,132 @@
+"""Inference-only kernels for the packed encoder (eval mode, no autograd).
+
+Every layer's weights are prepared once, on the first packed forward that needs them, into:
+
+* one fused query/key/value projection (a single GEMM with 3x the columns instead of three);
+* on CPU (fp32 and bf16), oneDNN's prepacked ("reordered") weight layout, so each call skips the
+  weight reorder, uses AMX for bf16 where the CPU has it, and fuses the epilogues into the GEMM: GELU
+  after the feed-forward up projection, the residual add after both down projections.
+
+The prepared weights are a derived cache, never parameters: `state_dict()` and saved weight names
+are untouched, and they are rebuilt whenever a source parameter changes (its storage, version
+counter, dtype or device), e.g. after `load_state_dict`, an optimizer step or `model.to(...)`.
+They hold one extra copy of the encoder weights; `clear_inference_cache(model)` frees it.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .packing import PackedBatch, packed_qkv_attention
+
+# oneDNN's prepacked layout is tuned for a row count; any count works, this one is a typical packed batch.
+_ROWS_HINT = 1024
+_ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def fast_path_applies(module: nn.Module, packed: PackedBatch | None) -> bool:
+    """The prepared kernels are used for packed inference only: training and autograd keep plain modules."""
+    return packed is not None and not module.training and not torch.is_grad_enabled()
+
+
+def _onednn_usable(weight: torch.Tensor) -> bool:
+    return (
+        weight.device.type == "cpu"
+        and weight.dtype in _ONEDNN_DTYPES
+        and torch.backends.mkldnn.is_available()
+        and torch.backends.mkldnn.enabled
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    )
+
+
+class PreparedLinear:
+    """One or more `nn.Linear`s sharing an input, fused along their outputs and laid out for the fastest GEMM."""
+
+    def __init__(self, linears: list[nn.Linear]):
+        weight = torch.cat([linear.weight.detach() for linear in linears])
+        biases = [linear.bias for linear in linears]
+        self.bias = None if any(b is None for b in biases) else torch.cat([b.detach() for b in biases])
+        self.onednn = _onednn_usable(weight)
+        self.weight = torch.ops.mkldnn._reorder_linear_weight(weight, _ROWS_HINT) if self.onednn else weight
+
+    def __call__(self, inputs: torch.Tensor, gelu: bool = False) -> torch.Tensor:
+        """inputs @ W^T + b, optionally followed by exact (erf) GELU."""
+        if self.onednn:
+            return torch.ops.mkldnn._linear_pointwise(
+                inputs, self.weight, self.bias, "gelu" if gelu else "none", [], "none" if gelu else ""
+            )
+        outputs = F.linear(inputs, self.weight, self.bias)
+        return F.gelu(outputs) if gelu else outputs
+
+    def add(self, inputs: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """inputs @ W^T + b + residual, the residual added inside the GEMM's epilogue on CPU."""
+        if self.onednn:
+            return torch.ops.mkldnn._linear_pointwise.binary(inputs, residual, self.weight, self.bias, "add")
+        return torch.addmm(self.bias, inputs, self.weight.t()).add_(residual) if self.bias is not None else (
+            F.linear(inputs, self.weight) + residual
+        )
+
+
+@dataclass
+class PreparedLayer:
+    fingerprint: tuple
+    qkv: PreparedLinear
+    attention_output: PreparedLinear
+    ffn_up: PreparedLinear
+    ffn_down: PreparedLinear
+
+
+_PREPARED: weakref.WeakKeyDictionary[nn.Module, PreparedLayer] = weakref.WeakKeyDictionary()
+
+
+def _fingerprint(layer: nn.Module) -> tuple:
+    # `_version` moves on every in-place write (optimizer steps, load_state_dict's copy_); data_ptr,
+    # dtype and device move when parameters are replaced (`.to()`, `.data = ...`). Parameters created
+    # under inference_mode have no version counter: only replacing them is seen.
+    return tuple(
+        (p.data_ptr(), -1 if p.is_inference() else p._version, p.dtype, p.device) for p in layer.parameters()
+    )
+
+
+def prepared_layer(layer: nn.Module) -> PreparedLayer:
+    fingerprint = _fingerprint(layer)
+    prepared = _PREPARED.get(layer)
+    if prepared is None or prepared.fingerprint != fingerprint:
+        attention = layer.attention.self
+        with torch.no_grad():
+            prepared = PreparedLayer(
+                fingerprint=fingerprint,
+                qkv=PreparedLinear([attention.query, attention.key, attention.value]),
+                attention_output=PreparedLinear([layer.attention.output.dense]),
+                ffn_up=PreparedLinear([layer.intermediate.dense]),
+                ffn_down=PreparedLinear([layer.output.dense]),
+            )
+        _PREPARED[layer] = prepared
+    return prepared
+
+
+def clear_inference_cache(model: nn.Module) -> None:
+    """Frees the prepared weights of every layer of `model` (they are rebuilt on the next packed forward)."""
+    for module in model.modules():
+        _PREPARED.pop(module, None)
+
+
+def fast_layer_forward(layer: nn.Module, hidden_states: torch.Tensor, packed: PackedBatch) -> torch.Tensor:
+    """One post-LN transformer layer on packed (tokens, hidden) states, same math as `XLMRLayer.forward`."""
+    if hidden_states.shape[0] == 0:
+        return hidden_states
+    prepared = prepared_layer(layer)
+    attention = layer.attention.self
+    context = packed_qkv_attention(prepared.qkv(hidden_states), packed, attention.num_attention_heads, attention.scaling)
+    hidden_states = layer.attention.output.LayerNorm(prepared.attention_output.add(context, hidden_states))
+
+    if attention.config.hidden_act == "gelu":  # exact erf GELU, the one oneDNN fuses
+        intermediate = prepared.ffn_up(hidden_states, gelu=True)
+    else:
+        intermediate = layer.intermediate.intermediate_act_fn(prepared.ffn_up(hidden_states))
+    return layer.output.LayerNorm(prepared.ffn_down.add(intermediate, hidden_states))
