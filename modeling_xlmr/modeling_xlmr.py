@@ -35,6 +35,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_xlmr import XLMRConfig
+from .fast_path import fast_layer_forward, fast_path_applies
 from .packing import PackedBatch, packed_attention
 
 # ----------------------------------------------------------------------------------------------
@@ -76,13 +77,7 @@ class XLMREmbeddings(nn.Module):
         inputs_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if position_ids is None:
-            if input_ids is not None:
-                real_tokens = input_ids.ne(self.padding_idx)
-            elif attention_mask is not None:
-                real_tokens = attention_mask.bool()
-            else:
-                real_tokens = torch.ones(inputs_embeds.shape[:2], dtype=torch.bool, device=inputs_embeds.device)
-            position_ids = position_ids_from_mask(real_tokens, self.padding_idx)
+            position_ids = self.default_position_ids(input_ids, attention_mask, inputs_embeds)
         self._check_positions(position_ids)
 
         if inputs_embeds is None:
@@ -95,6 +90,17 @@ class XLMREmbeddings(nn.Module):
         embeddings = inputs_embeds + token_type_embeddings
         embeddings = embeddings + self.position_embeddings(position_ids)
         return self.dropout(self.LayerNorm(embeddings))
+
+    def default_position_ids(
+        self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, inputs_embeds: torch.Tensor | None
+    ) -> torch.Tensor:
+        if input_ids is not None:
+            real_tokens = input_ids.ne(self.padding_idx)
+        elif attention_mask is not None:
+            real_tokens = attention_mask.bool()
+        else:
+            real_tokens = torch.ones(inputs_embeds.shape[:2], dtype=torch.bool, device=inputs_embeds.device)
+        return position_ids_from_mask(real_tokens, self.padding_idx)
 
     def _check_positions(self, position_ids: torch.Tensor) -> None:
         # torch would fail with an opaque "index out of range in self" (or a CUDA device assert).
@@ -245,6 +251,8 @@ class XLMRLayer(GradientCheckpointingLayer):
         self.output = XLMROutput(config)
 
     def forward(self, hidden_states, attention_mask=None, packed=None, output_attentions=False):
+        if fast_path_applies(self, packed):  # packed inference: fused, prepacked kernels (fast_path.py)
+            return fast_layer_forward(self, hidden_states, packed), None
         attention_output, attn_weights = self.attention(hidden_states, attention_mask, packed, output_attentions)
         layer_output = self.output(self.intermediate(attention_output), attention_output)
         return layer_output, attn_weights
@@ -367,13 +375,14 @@ class XLMRModel(XLMRPreTrainedModel):
         output_hidden_states = _config_default(output_hidden_states, self.config.output_hidden_states)
         unpad_inputs = _config_default(unpad_inputs, self.config.unpad_inputs)
 
-        embedding_output = self.embeddings(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
-
         packed = None
         if unpad_inputs and not output_attentions and attention_mask is not None and not bool(attention_mask.all()):
             packed = PackedBatch.from_mask(attention_mask)
-            encoder_input, layer_mask = packed.unpad(embedding_output), None
+            encoder_input, layer_mask = self._packed_embeddings(
+                packed, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds
+            ), None
         else:
+            embedding_output = self.embeddings(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
             encoder_input = embedding_output
             layer_mask = create_bidirectional_mask(
                 config=self.config, inputs_embeds=embedding_output, attention_mask=attention_mask
@@ -393,6 +402,20 @@ class XLMRModel(XLMRPreTrainedModel):
             hidden_states=encoder_outputs.hidden_states,
             attentions=encoder_outputs.attentions,
         )
+
+    def _packed_embeddings(self, packed, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds):
+        """Embeds only the real tokens: (tokens, hidden), the same rows the padded embedding would give them."""
+        if position_ids is None:  # computed on the padded layout, so they are exactly the padded path's
+            position_ids = self.embeddings.default_position_ids(input_ids, attention_mask, inputs_embeds)
+
+        def real_tokens_of(tensor):
+            return None if tensor is None else packed.unpad(tensor).unsqueeze(0)
+
+        embedded = self.embeddings(
+            real_tokens_of(input_ids), None, real_tokens_of(token_type_ids), real_tokens_of(position_ids),
+            real_tokens_of(inputs_embeds),
+        )
+        return embedded.squeeze(0)
 
 
 def _config_default(value, default):
