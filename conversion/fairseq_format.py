@@ -102,8 +102,10 @@ def random_fairseq_state_dict(
 ) -> dict[str, torch.Tensor]:
     """Random XLM-R weights under fairseq 0.12's canonical names (`encoder.sentence_encoder.*`, ...).
 
-    Values are large enough (std 0.2, LayerNorm gains around 1) that a wrong mapping shows up as a
-    big difference, not as noise under the tolerance.
+    Values are large enough (linear weights with std 1/sqrt(fan_in), LayerNorm gains around 1) that a
+    wrong mapping shows up as a big difference, not as noise under the tolerance, and they keep
+    activations of order 1 at any size (larger weights saturate the attention softmax of big models,
+    whose near-ties then make fp32 rounding differences between two correct implementations large).
     """
     generator = torch.Generator().manual_seed(seed)
 
@@ -111,7 +113,8 @@ def random_fairseq_state_dict(
         return mean + std * torch.randn(*shape, generator=generator)
 
     def linear(prefix: str, out_features: int, in_features: int) -> dict[str, torch.Tensor]:
-        return {f"{prefix}.weight": normal(out_features, in_features), f"{prefix}.bias": normal(out_features, std=0.05)}
+        weight = normal(out_features, in_features, std=in_features**-0.5)
+        return {f"{prefix}.weight": weight, f"{prefix}.bias": normal(out_features, std=0.05)}
 
     def layer_norm(prefix: str) -> dict[str, torch.Tensor]:
         return {

@@ -27,12 +27,17 @@ class ReferenceOutput:
 
 
 def _linear(state: Mapping[str, torch.Tensor], prefix: str, x: torch.Tensor) -> torch.Tensor:
-    return F.linear(x, state[f"{prefix}.weight"].float(), state[f"{prefix}.bias"].float())
+    return F.linear(x, state[f"{prefix}.weight"].to(x.dtype), state[f"{prefix}.bias"].to(x.dtype))
 
 
 def _layer_norm(state: Mapping[str, torch.Tensor], prefix: str, x: torch.Tensor) -> torch.Tensor:
-    weight, bias = state[f"{prefix}.weight"].float(), state[f"{prefix}.bias"].float()
+    weight, bias = state[f"{prefix}.weight"].to(x.dtype), state[f"{prefix}.bias"].to(x.dtype)
     return F.layer_norm(x, (x.shape[-1],), weight, bias, LAYER_NORM_EPS)
+
+
+def _tied_projection(x: torch.Tensor, embeddings: torch.Tensor, chunk_rows: int = 32768) -> torch.Tensor:
+    """x @ embeddings^T, a block of vocabulary rows at a time (a float64 copy of 250k rows would be 2 GB)."""
+    return torch.cat([F.linear(x, block.to(x.dtype)) for block in embeddings.split(chunk_rows)], dim=-1)
 
 
 def _gelu(x: torch.Tensor) -> torch.Tensor:
@@ -69,11 +74,17 @@ def reference_forward(
     num_heads: int,
     padding_idx: int = 1,
     heads: tuple[str, ...] = (),
+    dtype: torch.dtype = torch.float64,
 ) -> ReferenceOutput:
-    """Run the fairseq-named weights in `state` (canonical 0.12 names) on `tokens` (B, T), in fp32."""
+    """Run the fairseq-named weights in `state` (canonical 0.12 names) on `tokens` (B, T).
+
+    It computes in float64 by default, so its own rounding error is negligible and a comparison
+    measures the converted model's error alone; outputs are in `dtype`.
+    """
     padding = tokens.eq(padding_idx)
-    x = F.embedding(tokens, state[f"{ENCODER}.embed_tokens.weight"].float())
-    x = x + F.embedding(fairseq_positions(tokens, padding_idx), state[f"{ENCODER}.embed_positions.weight"].float())
+    embeddings = state[f"{ENCODER}.embed_tokens.weight"]
+    x = embeddings[tokens].to(dtype)
+    x = x + state[f"{ENCODER}.embed_positions.weight"][fairseq_positions(tokens, padding_idx)].to(dtype)
     x = _layer_norm(state, f"{ENCODER}.layernorm_embedding", x)
     hidden_states = [x]
     layer = 0
@@ -90,7 +101,7 @@ def reference_forward(
         layer += 1
 
     lm = _layer_norm(state, "encoder.lm_head.layer_norm", _gelu(_linear(state, "encoder.lm_head.dense", x)))
-    lm_logits = F.linear(lm, state[f"{ENCODER}.embed_tokens.weight"].float()) + state["encoder.lm_head.bias"].float()
+    lm_logits = _tied_projection(lm, embeddings) + state["encoder.lm_head.bias"].to(dtype)
 
     head_logits = {}
     for name in heads:

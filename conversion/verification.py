@@ -47,7 +47,7 @@ class VerificationReport:
 
 def _masked_max_difference(actual: torch.Tensor, expected: torch.Tensor, mask: torch.Tensor) -> float:
     """Max |actual - expected| over real tokens (pad positions carry no meaning in either model)."""
-    difference = (actual.float() - expected.float()).abs()
+    difference = (actual.double() - expected.double()).abs()
     return float(difference[mask.bool()].max())
 
 
