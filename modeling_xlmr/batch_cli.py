@@ -2,11 +2,14 @@
 
     xlmr extract --model DIR_OR_HUB_ID --input texts.txt --output vectors.npy --pooling mean --dtype bf16
     xlmr classify --model DIR_OR_HUB_ID --input docs.jsonl --field body --output labels.jsonl
-    accelerate launch --num_processes 2 -m modeling_xlmr.cli extract --model M --input big.txt --output big.npy
+    accelerate launch --multi_gpu --num_processes 2 -m modeling_xlmr.cli extract --model M --input big.txt --output big.npy
 
 Under `accelerate launch` each process takes a contiguous slice of the input (Accelerate's
 `split_between_processes`), results are gathered in process order and the main process writes
-the one output, so the rows are in input order whatever the number of processes.
+the one output, so the rows are in input order whatever the number of processes. On a machine
+without GPUs the same `--multi_gpu` (torchrun) launch gives CPU processes joined over gloo;
+accelerate's own `--cpu` flag starts a single process unless an MPI hostfile is configured
+(huggingface/accelerate#2741).
 """
 
 from __future__ import annotations

@@ -74,8 +74,8 @@ def plan_windows(
         elif long_text == "error":
             raise ValueError(
                 f"text {text_index} has {len(ids) + 2} tokens (with <s> and </s>), more than the {max_length} "
-                f"XLM-R accepts; pass long_text='truncate' to keep its first {room} tokens or long_text='chunk' "
-                "to pool overlapping windows over the whole text."
+                f"XLM-R accepts; pass long_text='truncate' (CLI: --long-text truncate) to keep its first {room} "
+                "tokens, or long_text='chunk' to pool overlapping windows over the whole text."
             )
         elif long_text == "truncate":
             pieces = [ids[:room]]

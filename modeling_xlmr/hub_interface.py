@@ -27,6 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import batching
+from .modeling_xlmr import XLMRModel
 from .hub_loading import (
     FairseqClassificationHead,
     load_classification_heads,
@@ -123,7 +124,8 @@ class XLMRHubInterface(nn.Module):
     @property
     def max_positions(self) -> int:
         """Tokens one sequence may hold, `<s>` and `</s>` included (512 for XLM-R)."""
-        return self.config.max_sequence_length
+        # Stock XLMRobertaConfig lacks the property: positions start after the padding index.
+        return self.config.max_position_embeddings - self.config.pad_token_id - 1
 
     @property
     def _output_device(self) -> torch.device:
@@ -196,15 +198,18 @@ class XLMRHubInterface(nn.Module):
         """Last layer's features (batch, seq, hidden), or all `n_layers + 1` hidden states with the
         embedding output first; the last of those is the very tensor the plain call returns."""
         tokens = self._as_batch(tokens).to(self.device)
-        outputs = self.backbone(
-            input_ids=tokens,
-            attention_mask=tokens.ne(self.config.pad_token_id).long(),
-            output_hidden_states=return_all_hiddens,
-            unpad_inputs=True,
-        )
+        attention_mask = tokens.ne(self.config.pad_token_id).long()
+        outputs = self._encode(tokens, attention_mask, output_hidden_states=return_all_hiddens)
         if return_all_hiddens:
             return list(outputs.hidden_states)
         return outputs.last_hidden_state
+
+    def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, output_hidden_states: bool = False):
+        # This package's encoder skips padding entirely (packed path); a stock one gets the mask only.
+        packed = {"unpad_inputs": True} if isinstance(self.backbone, XLMRModel) else {}
+        return self.backbone(
+            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=output_hidden_states, **packed
+        )
 
     def register_classification_head(
         self, name: str, num_classes: int | None = None, inner_dim: int | None = None, **kwargs
@@ -360,8 +365,8 @@ class XLMRHubInterface(nn.Module):
             for indices, batch in batching.iterate_batches(windows, max_tokens_per_batch):
                 input_ids, attention_mask = batching.collate(batch, self.config.pad_token_id)
                 input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
-                hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, unpad_inputs=True)
-                yield indices, hidden.last_hidden_state, attention_mask
+                hidden = self._encode(input_ids, attention_mask).last_hidden_state
+                yield indices, hidden, attention_mask
                 bar.update(int(attention_mask.sum()))
 
     def _default_head(self) -> str:

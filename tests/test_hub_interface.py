@@ -219,11 +219,11 @@ def test_heads_of_a_converted_fairseq_checkpoint_keep_their_names_and_outputs(co
     reference = reference_forward(fairseq_state, tokens[None], num_heads=4, heads=("mnli", "sentiment"))
     with torch.no_grad():
         for name in ("mnli", "sentiment"):
-            expected = F.log_softmax(reference.head_logits[name], dim=-1)
+            expected = F.log_softmax(reference.head_logits[name].float(), dim=-1)
             torch.testing.assert_close(xlmr.predict(name, tokens), expected, atol=1e-5, rtol=1e-5)
         all_layers = xlmr.extract_features(tokens, return_all_hiddens=True)
     for ours, theirs in zip(all_layers, reference.hidden_states, strict=True):
-        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(ours, theirs.float(), atol=1e-5, rtol=1e-5)
     result = xlmr.classify(["the quick brown fox"])[0]
     assert list(result["probabilities"]) == labels  # labels given at conversion time
     assert result["label"] == max(result["probabilities"], key=result["probabilities"].get)
@@ -239,7 +239,7 @@ def test_fill_mask_matches_the_fairseq_lm_head_on_a_converted_checkpoint(convert
                             xlmr.tokenizer.mask_token_id,
                             *xlmr.tokenizer("fox", add_special_tokens=False)["input_ids"], 2]])
     masked = int((tokens[0] == xlmr.tokenizer.mask_token_id).nonzero())
-    probabilities = reference_forward(fairseq_state, tokens, num_heads=4).lm_logits[0, masked].softmax(-1)
+    probabilities = reference_forward(fairseq_state, tokens, num_heads=4).lm_logits[0, masked].float().softmax(-1)
     values, indices = probabilities.topk(3)
     assert [probability for _, probability, _ in filled] == pytest.approx(values.tolist(), abs=1e-5)
     for (sentence, _, token), piece in zip(filled, xlmr.tokenizer.convert_ids_to_tokens(indices.tolist())):
