@@ -82,12 +82,12 @@ class SentencePieceReference:
 class VerifiedBackend:
     """Wraps the `tokenizers.Tokenizer` so `encode_batch` returns fairseq's ids for every text.
 
-    transformers reads the backend's settings and calls `encode_batch` on it; every other attribute is the wrapped
-    tokenizer's. Texts are encoded without truncation, padding and special tokens, checked against sentencepiece,
-    then post-processed (truncation, `<s> A </s></s> B </s>`) and padded exactly as `encode_batch` would.
+    transformers sets the backend's truncation/padding and calls `encode_batch` on it; every other attribute is the
+    wrapped tokenizer's. The batch is encoded as asked, then each encoding's text ids (specials and padding cut off)
+    are compared with sentencepiece's. Encodings that differ, or were truncated (their text is not all visible),
+    are redone: each text encoded alone and checked, re-encoded from sentencepiece's pieces if still different,
+    then truncated, given `<s> A </s></s> B </s>` and padded by the same backend settings.
     """
-
-    _own_attributes = ("_backend", "_reference", "_word_level", "_added_pattern", "_local")
 
     def __init__(self, backend: Tokenizer, reference: SentencePieceReference):
         object.__setattr__(self, "_backend", backend)
@@ -129,6 +129,10 @@ class VerifiedBackend:
         if redo:
             self._redo(encodings, [pairs[index] for index in redo], redo, add_special_tokens)
         return encodings
+
+    def reference_ids_of_plain_text(self, text: str) -> list[int]:
+        """fairseq's ids for `text` with no added token kept whole (what `split_special_tokens=True` gives)."""
+        return self._reference.ids([text])[0]
 
     def encode(self, sequence, pair=None, is_pretokenized: bool = False, add_special_tokens: bool = True):
         item = sequence if pair is None else (sequence, pair)
@@ -278,8 +282,11 @@ class XLMRTokenizerFast(PreTrainedTokenizerFast):
     Loads a fairseq model directory (`sentencepiece.bpe.model`, optionally `dict.txt`, whose order then fixes
     the ids) or a directory saved by this class (`tokenizer.json` + `sentencepiece.bpe.model`). A lone
     `tokenizer.json` (e.g. transformers' conversion of XLM-R) only lends its vocabulary and charsmap: the
-    sentencepiece model is rebuilt from them and converted again, since that pipeline is the divergent one. Literal special-token text such as "<mask>" is the special
-    token unless `split_special_tokens=True`, which tokenizes it like sentencepiece does.
+    sentencepiece model is rebuilt from them and converted again, since that pipeline is the divergent one.
+
+    Literal special-token text such as "<mask>" is the special token unless `split_special_tokens=True`, which
+    tokenizes it like sentencepiece does. `verify_with_sentencepiece=False` skips the sentencepiece check (about
+    twice as fast; ids then differ from fairseq's on the rare inputs described at the top of this module).
     """
 
     vocab_files_names = VOCAB_FILES_NAMES
@@ -300,6 +307,7 @@ class XLMRTokenizerFast(PreTrainedTokenizerFast):
         mask_token: str | AddedToken = AddedToken("<mask>", lstrip=True, rstrip=False, special=True),
         model_max_length: int = 512,
         clean_up_tokenization_spaces: bool = False,
+        verify_with_sentencepiece: bool = True,
         **kwargs,
     ):
         has_tokenizer_file = tokenizer_file is not None and os.path.isfile(tokenizer_file)
@@ -336,12 +344,15 @@ class XLMRTokenizerFast(PreTrainedTokenizerFast):
             mask_token=mask_token,
             model_max_length=model_max_length,
             clean_up_tokenization_spaces=clean_up_tokenization_spaces,
+            verify_with_sentencepiece=verify_with_sentencepiece,
             **kwargs,
         )
         self.vocab_file = vocab_file
         self._serialized_model = serialized_model
-        reference = SentencePieceReference(serialized_model, self._tokenizer.get_vocab(with_added_tokens=False))
-        self._tokenizer = VerifiedBackend(self._tokenizer, reference)
+        self.verify_with_sentencepiece = verify_with_sentencepiece
+        if verify_with_sentencepiece:
+            reference = SentencePieceReference(serialized_model, self._tokenizer.get_vocab(with_added_tokens=False))
+            self._tokenizer = VerifiedBackend(self._tokenizer, reference)
 
     @classmethod
     def convert_to_native_format(cls, trust_remote_code: bool = False, **kwargs):
@@ -360,11 +371,17 @@ class XLMRTokenizerFast(PreTrainedTokenizerFast):
         encoding_dict, encodings = super()._convert_encoding(
             encoding, return_offsets_mapping=return_offsets_mapping, **kwargs
         )
-        spans = self._tokenizer.exact_offsets.get(id(encoding)) if return_offsets_mapping else None
+        exact_offsets = getattr(self._tokenizer, "exact_offsets", None) if return_offsets_mapping else None
+        spans = exact_offsets.get(id(encoding)) if exact_offsets else None
         if spans is not None:
             # Re-encoded texts went through `tokenizers` as pre-split pieces: put back each piece's span.
             encoding_dict["offset_mapping"] = [_piece_offsets(part, spans) for part in encodings]
         return encoding_dict, encodings
+
+    def _encode_without_added_tokens(self, text: str) -> list[int]:
+        if isinstance(self._tokenizer, VerifiedBackend):  # the whole text as sentencepiece sees it
+            return self._tokenizer.reference_ids_of_plain_text(text)
+        return super()._encode_without_added_tokens(text)
 
     def _save_pretrained(self, save_directory, file_names, legacy_format=None, filename_prefix=None):
         file_names = super()._save_pretrained(save_directory, file_names, legacy_format, filename_prefix)

@@ -87,6 +87,22 @@ def test_padding_truncation_and_batches(real_tokenizer, stock_tokenizer):
     assert len(overflow["input_ids"]) > 2 and overflow["overflow_to_sample_mapping"][:2] == [0, 1]
 
 
+def test_rechecked_texts_are_truncated_and_padded_like_the_others(real_tokenizer, real_spm_model):
+    """Texts re-encoded from sentencepiece's pieces (ｶﾞ, ====) still get truncation, specials and padding."""
+    processor = sentencepiece.SentencePieceProcessor(model_file=real_spm_model)
+    texts = ["ｶﾞｷﾞｸﾞｹﾞｺﾞ ﾊﾟﾋﾟﾌﾟ", "=" * 47 + " and more text after it", "Hello", "plain words only here"]
+    for side in ("right", "left"):
+        real_tokenizer.truncation_side = side
+        try:
+            batch = real_tokenizer(texts, truncation=True, max_length=6, padding=True)["input_ids"]
+        finally:
+            real_tokenizer.truncation_side = "right"
+        for text, ids in zip(texts, batch):
+            pieces = [i + 1 for i in processor.encode(text)]
+            kept = pieces[:4] if side == "right" else pieces[-4:]
+            assert ids == [0, *kept, 2] + [1] * (4 - len(kept))
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -172,6 +188,15 @@ def test_auto_tokenizer_in_process(trained_tokenizer, tmp_path):
     trained_tokenizer.save_pretrained(tmp_path)
     tokenizer = AutoTokenizer.from_pretrained(tmp_path, trust_remote_code=True)
     assert tokenizer("Hello <mask> world!")["input_ids"] == trained_tokenizer("Hello <mask> world!")["input_ids"]
+
+
+def test_verification_can_be_switched_off(trained_fairseq_dir, trained_tokenizer, tmp_path):
+    fast = XLMRTokenizerFast.from_pretrained(trained_fairseq_dir, verify_with_sentencepiece=False)
+    assert fast("Hello world")["input_ids"] == trained_tokenizer("Hello world")["input_ids"]
+    # half-width "ｶﾞ": `tokenizers`' per-grapheme charsmap lookup misses sentencepiece's two-character rule
+    assert fast("ｶﾞ")["input_ids"] != trained_tokenizer("ｶﾞ")["input_ids"]
+    fast.save_pretrained(tmp_path)
+    assert XLMRTokenizerFast.from_pretrained(tmp_path).verify_with_sentencepiece is False
 
 
 def test_missing_files_error_names_the_fix(tmp_path):

@@ -7,10 +7,7 @@ names joined by commas in runs of 25 as longer lines. Deterministic: fixed local
 
 import unicodedata
 
-import pytest
-
-
-babel = pytest.importorskip("babel", reason="babel is in the test extra: pip install -e '.[test]'")
+from babel import Locale  # in the test extra: pip install -e '.[test]'
 
 # 50 locales covering Latin, Cyrillic, Greek, Armenian, Georgian, Hebrew, Arabic, Thaana, Devanagari, Bengali,
 # Gurmukhi, Gujarati, Tamil, Telugu, Kannada, Malayalam, Sinhala, Thai, Lao, Khmer, Myanmar, Han, Kana, Hangul,
@@ -34,8 +31,6 @@ ADVERSARIAL_STRINGS = (
 
 
 def multilingual_corpus() -> list[str]:
-    from babel import Locale
-
     lines = []
     for code in CORPUS_LOCALES:
         locale = Locale.parse(code)
