@@ -116,17 +116,35 @@ def clear_inference_cache(model: nn.Module) -> None:
         _PREPARED.pop(module, None)
 
 
+def bucketed_rows(num_rows: int) -> int:
+    """`num_rows` rounded up to a multiple of 16 or of 1/16 of its power of two, whichever is larger.
+
+    oneDNN builds (JIT-compiles) a kernel per GEMM shape and caches it; every packed batch has a new
+    token count, and building costs several times the bf16 GEMM itself, so rows are padded to a
+    bucket and the shapes repeat.
+    """
+    step = max(16, 1 << max(num_rows.bit_length() - 5, 0))
+    return -(-num_rows // step) * step
+
+
 def fast_layer_forward(layer: nn.Module, hidden_states: torch.Tensor, packed: PackedBatch) -> torch.Tensor:
     """One post-LN transformer layer on packed (tokens, hidden) states, same math as `XLMRLayer.forward`."""
-    if hidden_states.shape[0] == 0:
+    num_tokens = hidden_states.shape[0]
+    if num_tokens == 0:
         return hidden_states
     prepared = prepared_layer(layer)
+    extra_rows = bucketed_rows(num_tokens) - num_tokens if prepared.qkv.onednn else 0
+    if extra_rows:  # zero rows: every op is row-wise except attention, which only sees real tokens
+        hidden_states = F.pad(hidden_states, (0, 0, 0, extra_rows))
     attention = layer.attention.self
-    context = packed_qkv_attention(prepared.qkv(hidden_states), packed, attention.num_attention_heads, attention.scaling)
+    qkv = prepared.qkv(hidden_states)[:num_tokens]
+    context = packed_qkv_attention(qkv, packed, attention.num_attention_heads, attention.scaling)
+    if extra_rows:
+        context = F.pad(context, (0, 0, 0, extra_rows))
     hidden_states = layer.attention.output.LayerNorm(prepared.attention_output.add(context, hidden_states))
 
     if attention.config.hidden_act == "gelu":  # exact erf GELU, the one oneDNN fuses
         intermediate = prepared.ffn_up(hidden_states, gelu=True)
     else:
         intermediate = layer.intermediate.intermediate_act_fn(prepared.ffn_up(hidden_states))
-    return layer.output.LayerNorm(prepared.ffn_down.add(intermediate, hidden_states))
+    return layer.output.LayerNorm(prepared.ffn_down.add(intermediate, hidden_states))[:num_tokens]

@@ -221,3 +221,10 @@ def test_model_converted_inside_inference_mode_still_runs_the_fast_path():
     with torch.inference_mode():  # parameters become inference tensors, which have no version counter
         converted = copy.deepcopy(ours).to(torch.float64).to(torch.float32)
     assert_matches_stock(stock, converted, input_ids, mask)
+
+
+def test_row_buckets_waste_at_most_a_sixteenth_and_keep_few_shapes():
+    sizes = range(1, 16385)
+    buckets = [fast_path.bucketed_rows(n) for n in sizes]
+    assert all(n <= b <= n + max(15, n // 16) for n, b in zip(sizes, buckets))
+    assert len(set(buckets)) <= 128  # oneDNN caches 1024 kernels: 4 GEMM shapes per bucket fit
