@@ -345,7 +345,9 @@ def check_state_dict(state: Mapping[str, torch.Tensor], hp: HyperParameters) -> 
 def count_dictionary_entries(path: Path) -> int:
     """Entries fairseq's Dictionary reads from dict.txt (`token count [#fairseq:overwrite]` per line)."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # Split on "\n" only, as fairseq reads it: pieces may contain U+2028, U+0085 ... which
+        # str.splitlines() would also treat as line breaks.
+        lines = path.read_text(encoding="utf-8").split("\n")
     except (OSError, UnicodeDecodeError) as error:
         raise CheckpointError(f"cannot read {path} ({error}).") from error
     entries = 0

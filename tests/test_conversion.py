@@ -309,3 +309,19 @@ def test_stock_auto_tokenizer_loads_the_repo_without_remote_code(tmp_path, fairs
     for sentence in SENTENCES:
         assert stock(sentence)["input_ids"] == remote(sentence)["input_ids"]
     assert stock.convert_tokens_to_ids("<mask>") == len(remote) - 1
+
+
+def test_real_xlmr_vocabulary_converts_with_the_readme_token_ids(tmp_path, real_spm_model):
+    """A tiny encoder over XLM-R's real 250002-token vocabulary (sentencepiece model from the test extra)."""
+    from conversion import build_fairseq_checkpoint
+
+    source = build_fairseq_checkpoint(tmp_path / "fairseq", tiny_config(), sentencepiece_model=real_spm_model)
+    assert (source / "dict.txt").read_text(encoding="utf-8").count("\n") == 249997
+    result = convert(source, tmp_path / "out")
+    tokenizer = AutoTokenizer.from_pretrained(str(result.output), trust_remote_code=True)
+    assert tokenizer("Hello world!")["input_ids"] == [0, 35378, 8999, 38, 2]
+    assert len(tokenizer) == 250002 == json.loads((result.output / "config.json").read_text())["vocab_size"]
+    assert result.verification.max_abs_difference < TOLERANCE
+    state = expected_fairseq_state(source, tiny_config())
+    assert state["encoder.sentence_encoder.embed_tokens.weight"].shape[0] == 250002
+    assert_reproduces_fairseq(result.output, state)

@@ -82,8 +82,8 @@ def corrupt(path):
 
 
 def drop_last_dictionary_entry(path):
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    path.write_text("".join(lines[:-1]), encoding="utf-8")
+    lines = path.read_text(encoding="utf-8").split("\n")  # fairseq's line breaks only
+    path.write_text("\n".join(lines[:-2]) + "\n", encoding="utf-8")
 
 
 @pytest.mark.parametrize(
