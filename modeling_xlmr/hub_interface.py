@@ -250,11 +250,10 @@ class XLMRHubInterface(nn.Module):
                 f"this model has no LM head ({type(self.model).__name__}); load a masked-LM repo for fill_mask."
             )
         # As fairseq: each span is encoded on its own (right-stripped) and joined around <mask>.
-        before, after = (span.rstrip() for span in masked_input.split(MASK_TOKEN))
-        content = self._content_ids(before) + [self.tokenizer.mask_token_id] + self._content_ids(after)
+        before, after = (self._content_ids(span.rstrip()) for span in masked_input.split(MASK_TOKEN))
         bos, eos = self.tokenizer.bos_token_id, self.tokenizer.eos_token_id
-        tokens = torch.tensor([bos, *content, eos], dtype=torch.long)
-        masked_index = 1 + len(self._content_ids(before))
+        tokens = torch.tensor([bos, *before, self.tokenizer.mask_token_id, *after, eos], dtype=torch.long)
+        masked_index = 1 + len(before)
 
         with evaluating(self.model), torch.no_grad():
             features = self.extract_features(tokens)
