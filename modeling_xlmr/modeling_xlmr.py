@@ -463,6 +463,8 @@ def _encoder_kwargs(kwargs: dict) -> dict:
 
 
 class XLMRForMaskedLM(XLMRPreTrainedModel):
+    # A converted fairseq repo holds the LM head and a classification head side by side, like fairseq's model.
+    _keys_to_ignore_on_load_unexpected = [r"^classifier\."]
     _tied_weights_keys = {
         "lm_head.decoder.weight": "roberta.embeddings.word_embeddings.weight",
         "lm_head.decoder.bias": "lm_head.bias",
@@ -493,6 +495,8 @@ class XLMRForMaskedLM(XLMRPreTrainedModel):
 
 
 class XLMRForSequenceClassification(XLMRPreTrainedModel):
+    _keys_to_ignore_on_load_unexpected = [r"^lm_head\."]
+
     def __init__(self, config: XLMRConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
