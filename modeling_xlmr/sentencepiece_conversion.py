@@ -95,8 +95,8 @@ def _check_supported(proto) -> None:
         )
 
 
-def _normalizer(spec) -> normalizers.Normalizer:
-    """sentencepiece's `Normalizer::Normalize`, step by step (normalizer.cc)."""
+def _normalizer(spec, escape_whitespaces: bool) -> normalizers.Normalizer:
+    """sentencepiece's `Normalizer::Normalize`, step by step (normalizer.cc), but for escaping if told to skip it."""
     steps = []
     if spec.precompiled_charsmap:
         steps.append(normalizers.Precompiled(spec.precompiled_charsmap))
@@ -105,7 +105,7 @@ def _normalizer(spec) -> normalizers.Normalizer:
         # the trailing strip comes after escaping in sentencepiece, so it also removes "▁" typed at the end.
         steps.append(normalizers.Replace(Regex(rf"\A +|[ {SPACE_SYMBOL}]+\z"), ""))
         steps.append(normalizers.Replace(Regex(" {2,}"), " "))
-    if spec.escape_whitespaces:
+    if escape_whitespaces:
         steps.append(normalizers.Replace(" ", SPACE_SYMBOL))
     if spec.add_dummy_prefix:
         # `Prepend` leaves an empty string empty, as sentencepiece does for all-whitespace input
@@ -116,8 +116,9 @@ def _normalizer(spec) -> normalizers.Normalizer:
 def _pre_tokenizer(proto) -> pre_tokenizers.PreTokenizer | None:
     # Splitting before each "▁" gives the Unigram lattice one word at a time (faster, cacheable). It cannot
     # change the best path while no piece has "▁" after its first character (split_by_whitespace=true models).
+    # Metaspace also turns the spaces into "▁", more cheaply than one more normalizer pass.
     whole_words_only = all(SPACE_SYMBOL not in piece.piece[1:] for piece in proto.pieces)
-    if not whole_words_only:
+    if not (whole_words_only and proto.normalizer_spec.escape_whitespaces):
         return None
     return pre_tokenizers.Metaspace(replacement=SPACE_SYMBOL, prepend_scheme="never", split=True)
 
@@ -135,8 +136,9 @@ def build_backend_tokenizer(proto, dict_symbols: list[str] | None = None) -> Tok
     tokenizer = Tokenizer(
         Unigram(vocab, unk_id=FAIRSEQ_UNK_ID, byte_fallback=bool(proto.trainer_spec.byte_fallback))
     )
-    tokenizer.normalizer = _normalizer(proto.normalizer_spec)
     tokenizer.pre_tokenizer = _pre_tokenizer(proto)
+    escape_in_normalizer = proto.normalizer_spec.escape_whitespaces and tokenizer.pre_tokenizer is None
+    tokenizer.normalizer = _normalizer(proto.normalizer_spec, escape_whitespaces=escape_in_normalizer)
     prepend_scheme = "always" if proto.normalizer_spec.add_dummy_prefix else "never"
     tokenizer.decoder = decoders.Metaspace(replacement=SPACE_SYMBOL, prepend_scheme=prepend_scheme)
     tokenizer.post_processor = processors.TemplateProcessing(
@@ -150,6 +152,18 @@ def build_backend_tokenizer(proto, dict_symbols: list[str] | None = None) -> Tok
         + [AddedToken(MASK_TOKEN, special=True, normalized=False, lstrip=True)]
     )
     return tokenizer
+
+
+def is_converted_here(tokenizer: Tokenizer) -> bool:
+    """Whether a loaded tokenizer.json came from `build_backend_tokenizer` (its normalizer ends in the dummy prefix).
+
+    Directories such as transformers' XLM-R checkpoints hold sentencepiece.bpe.model *and* a tokenizer.json from
+    transformers' conversion, which must be converted again rather than trusted.
+    """
+    if tokenizer.normalizer is None:
+        return False
+    steps = json.loads(tokenizer.normalizer.__getstate__()).get("normalizers") or []
+    return bool(steps) and steps[-1] == {"type": "Prepend", "prepend": SPACE_SYMBOL}
 
 
 def model_proto_from_tokenizer_json(tokenizer_json: dict | str | os.PathLike):

@@ -27,6 +27,7 @@ from transformers import AddedToken, PreTrainedTokenizerFast
 from .sentencepiece_conversion import (
     FAIRSEQ_UNK_ID,
     build_backend_tokenizer,
+    is_converted_here,
     load_model_proto,
     model_proto_from_tokenizer_json,
     read_fairseq_dict,
@@ -280,9 +281,9 @@ class XLMRTokenizerFast(PreTrainedTokenizerFast):
     """XLM-R tokenizer with fairseq's ids: `<s>`=0, `<pad>`=1, `</s>`=2, `<unk>`=3, pieces, `<mask>` last.
 
     Loads a fairseq model directory (`sentencepiece.bpe.model`, optionally `dict.txt`, whose order then fixes
-    the ids) or a directory saved by this class (`tokenizer.json` + `sentencepiece.bpe.model`). A lone
-    `tokenizer.json` (e.g. transformers' conversion of XLM-R) only lends its vocabulary and charsmap: the
-    sentencepiece model is rebuilt from them and converted again, since that pipeline is the divergent one.
+    the ids) or a directory saved by this class (`tokenizer.json` + `sentencepiece.bpe.model`). A tokenizer.json
+    from elsewhere (transformers' conversion of XLM-R) is not trusted: with the sentencepiece model beside it, that
+    model is converted again; alone, it only lends its vocabulary and charsmap to rebuild the model from.
 
     Literal special-token text such as "<mask>" is the special token unless `split_special_tokens=True`, which
     tokenizes it like sentencepiece does. `verify_with_sentencepiece=False` skips the sentencepiece check (about
@@ -318,18 +319,18 @@ class XLMRTokenizerFast(PreTrainedTokenizerFast):
                 "XLMRTokenizerFast needs a directory with tokenizer.json or a fairseq sentencepiece.bpe.model "
                 f"(got vocab_file={vocab_file!r}, tokenizer_file={tokenizer_file!r})"
             )
-        if has_tokenizer_file and has_vocab_file:  # saved by this class: tokenizer.json is its pipeline
-            backend = Tokenizer.from_file(tokenizer_file)
+        backend = Tokenizer.from_file(tokenizer_file) if has_tokenizer_file else None
+        if backend is not None and has_vocab_file and is_converted_here(backend):  # saved by this class
             serialized_model = _read_bytes(vocab_file)
         else:
-            if has_vocab_file:  # a fairseq directory
+            if has_vocab_file:  # a fairseq directory (or transformers' checkpoint: its tokenizer.json is redone)
                 proto = load_model_proto(vocab_file)
             else:  # a tokenizer.json from elsewhere (e.g. transformers' conversion): keep only the vocabulary
                 proto = model_proto_from_tokenizer_json(tokenizer_file)
             dict_symbols = read_fairseq_dict(dict_file) if dict_file and os.path.isfile(dict_file) else None
             backend = build_backend_tokenizer(proto, dict_symbols)
             serialized_model = proto.SerializeToString()
-            kwargs.pop("added_tokens_decoder", None)  # read from that tokenizer.json: `<mask>` lacks its lstrip
+            kwargs.pop("added_tokens_decoder", None)  # read from that tokenizer.json: `<mask>` may lack its lstrip
         for key in ("vocab", "merges", "tokenizer_object", "post_processor", "_spm_precompiled_charsmap"):
             kwargs.pop(key, None)  # transformers' own conversion results: this class builds its backend itself
 

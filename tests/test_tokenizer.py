@@ -3,13 +3,16 @@
 import copy
 import os
 import pickle
+import shutil
 
 import pytest
 import sentencepiece
 from helpers import run_without_package
+from tokenizers import Tokenizer
 from transformers import AutoTokenizer, XLMRobertaTokenizer
 
 from modeling_xlmr import XLMRTokenizerFast
+from modeling_xlmr.sentencepiece_conversion import is_converted_here
 
 
 HELLO_IDS = [0, 35378, 8999, 38, 2]  # fairseq's xlmr.base/large encode("Hello world!")
@@ -197,6 +200,17 @@ def test_verification_can_be_switched_off(trained_fairseq_dir, trained_tokenizer
     assert fast("ｶﾞ")["input_ids"] != trained_tokenizer("ｶﾞ")["input_ids"]
     fast.save_pretrained(tmp_path)
     assert XLMRTokenizerFast.from_pretrained(tmp_path).verify_with_sentencepiece is False
+
+
+def test_transformers_checkpoint_layout_is_converted_again(real_tokenizer_json, real_spm_model, tmp_path):
+    """Hub XLM-R checkpoints hold sentencepiece.bpe.model and transformers' tokenizer.json side by side."""
+    shutil.copy(real_tokenizer_json, tmp_path / "tokenizer.json")
+    shutil.copy(real_spm_model, tmp_path / "sentencepiece.bpe.model")
+    tokenizer = XLMRTokenizerFast.from_pretrained(tmp_path)
+    assert is_converted_here(tokenizer.backend_tokenizer._backend)
+    assert not is_converted_here(Tokenizer.from_file(real_tokenizer_json))
+    assert tokenizer("Paris is <mask>.")["input_ids"][-5:] == [83, 250001, 6, 5, 2]  # no "▁" left of <mask>
+    assert tokenizer.added_tokens_decoder[250001].lstrip
 
 
 def test_missing_files_error_names_the_fix(tmp_path):
