@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import sentencepiece
@@ -96,6 +97,7 @@ class VerifiedBackend:
         object.__setattr__(self, "_word_level", None)
         object.__setattr__(self, "_added_pattern", (None, [], None, []))
         object.__setattr__(self, "_local", threading.local())
+        object.__setattr__(self, "_pool", (None, None))  # (process id, executor): a forked child makes its own
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._backend, name)
@@ -113,12 +115,16 @@ class VerifiedBackend:
 
     def encode_batch(self, inputs, add_special_tokens: bool = True, is_pretokenized: bool = False):
         backend = self._backend
-        encodings = backend.encode_batch(inputs, add_special_tokens=add_special_tokens, is_pretokenized=is_pretokenized)
         self._local.exact_offsets = {}
         if is_pretokenized:  # words chosen by the caller: sentencepiece has no equivalent to check against
-            return encodings
+            return backend.encode_batch(inputs, add_special_tokens=add_special_tokens, is_pretokenized=True)
         pairs = [(item,) if isinstance(item, str) else tuple(text for text in item if text is not None) for item in inputs]
-        expected, _ = self._reference_ids([text for pair in pairs for text in pair])
+        texts = [text for pair in pairs for text in pair]
+        # sentencepiece runs on a helper thread while `tokenizers` (which releases the GIL) encodes the batch
+        added = self._added_tokens_pattern()  # read here: the helper thread must not touch the backend
+        pending = self._executor().submit(self._reference_ids, texts, added) if len(texts) >= 16 else None
+        encodings = backend.encode_batch(inputs, add_special_tokens=add_special_tokens)
+        expected, _ = pending.result() if pending is not None else self._reference_ids(texts, added)
         expected = iter(expected)
         content = self._content_reader(add_special_tokens)
         redo = []
@@ -130,6 +136,13 @@ class VerifiedBackend:
         if redo:
             self._redo(encodings, [pairs[index] for index in redo], redo, add_special_tokens)
         return encodings
+
+    def _executor(self) -> ThreadPoolExecutor:
+        process_id, pool = self._pool
+        if pool is None or process_id != os.getpid():  # threads do not survive a fork
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xlmr-sentencepiece")
+            object.__setattr__(self, "_pool", (os.getpid(), pool))
+        return pool
 
     def reference_ids_of_plain_text(self, text: str) -> list[int]:
         """fairseq's ids for `text` with no added token kept whole (what `split_special_tokens=True` gives)."""
@@ -176,9 +189,9 @@ class VerifiedBackend:
             encodings[index] = encoding
         self._pad_batch(encodings)
 
-    def _reference_ids(self, texts: list[str]) -> tuple[list[list[int]], list[list]]:
+    def _reference_ids(self, texts: list[str], added: tuple | None = None) -> tuple[list[list[int]], list[list]]:
         """fairseq's ids of each text (added tokens such as "<mask>" kept whole), and the text's parts."""
-        contents, pattern, token_ids = self._added_tokens_pattern()
+        contents, pattern, token_ids = added or self._added_tokens_pattern()
         segments = [
             _split_added_tokens(text, pattern, token_ids)
             if any(content in text for content in contents)  # cheap test first: most texts have none

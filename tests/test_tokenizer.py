@@ -1,6 +1,7 @@
 """XLMRTokenizerFast with the real XLM-R vocabulary: ids, formats, transformers features, saving, remote code."""
 
 import copy
+import multiprocessing
 import os
 import pickle
 import shutil
@@ -148,6 +149,27 @@ def test_pickle_and_deepcopy(trained_tokenizer):
     texts = ["Hello world!", "ｶﾞ", "=" * 40]
     for clone in (pickle.loads(pickle.dumps(trained_tokenizer)), copy.deepcopy(trained_tokenizer)):
         assert clone(texts, return_offsets_mapping=True) == trained_tokenizer(texts, return_offsets_mapping=True)
+
+
+_PARENT_TOKENIZER = None  # set before forking: the children inherit it without pickling
+
+
+def _encode_in_child(tokenizer, texts):
+    return (tokenizer or _PARENT_TOKENIZER)(texts)["input_ids"]
+
+
+def test_usable_in_forked_workers(trained_tokenizer):
+    """Like `datasets.map(num_proc=...)`: the parent has used its sentencepiece helper thread before forking."""
+    global _PARENT_TOKENIZER
+    texts = ["Hello world!", "ｶﾞｷﾞ", "=" * 40] * 8  # enough texts for the helper thread
+    expected = trained_tokenizer(texts)["input_ids"]
+    _PARENT_TOKENIZER = trained_tokenizer
+    try:
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            jobs = [(trained_tokenizer, texts), (None, texts)]  # pickled over / inherited through the fork
+            assert pool.starmap_async(_encode_in_child, jobs).get(timeout=120) == [expected, expected]
+    finally:
+        _PARENT_TOKENIZER = None
 
 
 def test_save_and_reload(real_tokenizer, tmp_path):
