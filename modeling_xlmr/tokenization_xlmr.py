@@ -300,8 +300,8 @@ class XLMRTokenizerFast(PreTrainedTokenizerFast):
     model is converted again; alone, it only lends its vocabulary and charsmap to rebuild the model from.
 
     Literal special-token text such as "<mask>" is the special token unless `split_special_tokens=True`, which
-    tokenizes it like sentencepiece does. `verify_with_sentencepiece=False` skips the sentencepiece check (about
-    twice as fast; ids then differ from fairseq's on the rare inputs described at the top of this module).
+    tokenizes it like sentencepiece does. `verify_with_sentencepiece=False` skips the sentencepiece check (faster
+    on few cores; ids then differ from fairseq's on the rare inputs described at the top of this module).
     """
 
     vocab_files_names = VOCAB_FILES_NAMES
@@ -406,8 +406,10 @@ class XLMRTokenizerFast(PreTrainedTokenizerFast):
         model_file = os.path.join(
             str(save_directory), (filename_prefix + "-" if filename_prefix else "") + VOCAB_FILES_NAMES["vocab_file"]
         )
-        with open(model_file, "wb") as handle:
+        partial_file = model_file + ".partial"  # never leave a truncated model behind
+        with open(partial_file, "wb") as handle:
             handle.write(self._serialized_model)
+        os.replace(partial_file, model_file)
         return file_names + (model_file,)
 
     def save_vocabulary(self, save_directory: str, filename_prefix: str | None = None) -> tuple[str, ...]:
