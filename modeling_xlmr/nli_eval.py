@@ -1,0 +1,222 @@
+"""Per-language accuracy: the seed README's XNLI table as markdown and JSON, and model-card results.
+
+The table has one row per run, shaped like the seed's::
+
+    Model | en | fr | ... | avg
+    ---|---|---|---|---
+    `xlmr-xnli` _(TRANSLATE-TRAIN-ALL)_ | 88.7 | 85.2 | ... | 83.0
+
+Accuracies are kept as fractions (JSON, model-index) and shown as percentages (markdown). The
+average is the unweighted mean over languages, as in the paper's "avg" column.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .nli_data import ordered_languages
+
+CARD_TABLE_START = "<!-- xlmr-nli-results:start -->"
+CARD_TABLE_END = "<!-- xlmr-nli-results:end -->"
+TASK_TYPE = "text-classification"
+TASK_NAME = "Natural Language Inference"
+
+
+@dataclass
+class AccuracyTable:
+    """Accuracy per language (fractions, in table order) for one model and setting."""
+
+    model: str
+    accuracy: dict[str, float]
+    examples: dict[str, int]
+    setting: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_predictions(
+        cls,
+        predicted: Sequence[int],
+        gold: Sequence[int],
+        languages: Sequence[str],
+        model: str,
+        setting: str | None = None,
+    ) -> "AccuracyTable":
+        predicted, gold, languages = np.asarray(predicted), np.asarray(gold), np.asarray(languages)
+        if not len(predicted) == len(gold) == len(languages):
+            raise ValueError(
+                f"{len(predicted)} predictions for {len(gold)} labels and {len(languages)} languages; "
+                "they must line up one to one."
+            )
+        accuracy, examples = {}, {}
+        for language in ordered_languages(languages.tolist()):
+            rows = languages == language
+            accuracy[language] = float((predicted[rows] == gold[rows]).mean())
+            examples[language] = int(rows.sum())
+        return cls(model=model, accuracy=accuracy, examples=examples, setting=setting)
+
+    @property
+    def average(self) -> float:
+        return float(np.mean(list(self.accuracy.values())))
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model,
+            "setting": self.setting,
+            "metric": "accuracy",
+            "accuracy": self.accuracy,
+            "average": self.average,
+            "examples": self.examples,
+            **self.extra,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "AccuracyTable":
+        known = {"model", "setting", "metric", "accuracy", "average", "examples"}
+        return cls(
+            model=data["model"],
+            accuracy=dict(data["accuracy"]),
+            examples=dict(data["examples"]),
+            setting=data.get("setting"),
+            extra={key: value for key, value in data.items() if key not in known},
+        )
+
+    def to_markdown(self) -> str:
+        languages = list(self.accuracy)
+        row_name = f"`{self.model}`" + (f" _({self.setting.upper()})_" if self.setting else "")
+        cells = [f"{100 * self.accuracy[lang]:.1f}" for lang in languages] + [f"{100 * self.average:.1f}"]
+        return "\n".join(
+            [
+                " | ".join(["Model", *languages, "avg"]),
+                "|".join(["---"] * (len(languages) + 2)),
+                " | ".join([row_name, *cells]),
+            ]
+        )
+
+
+def infer_setting(train_languages: Sequence[str], eval_languages: Sequence[str]) -> str | None:
+    """Name the paper's setting a run is in, from which languages it trained and tested on."""
+    train, test = set(train_languages), set(eval_languages)
+    if len(test) < 2:
+        return None
+    if len(train) == 1 and train < test:
+        return "cross-lingual transfer"
+    if test <= train:
+        return "translate-train-all"
+    return None
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Write beside the target and rename, so a reader never sees half a file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def write_results(table: AccuracyTable, json_path: str | None, markdown_path: str | None = None) -> None:
+    if json_path:
+        write_text_atomic(json_path, json.dumps(table.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    if markdown_path:
+        write_text_atomic(markdown_path, table.to_markdown() + "\n")
+
+
+def read_results(json_path: str) -> AccuracyTable:
+    with open(json_path, encoding="utf-8") as stream:
+        return AccuracyTable.from_dict(json.load(stream))
+
+
+def eval_results_for_card(
+    table: AccuracyTable, dataset_type: str, dataset_name: str, dataset_split: str | None
+) -> list[EvalResult]:
+    """One model-index result per language (dataset config = language) plus the average."""
+
+    def result(config: str | None, value: float, metric_name: str) -> EvalResult:
+        return EvalResult(
+            task_type=TASK_TYPE,
+            task_name=TASK_NAME,
+            dataset_type=dataset_type,
+            dataset_name=dataset_name,
+            dataset_config=config,
+            dataset_split=dataset_split,
+            metric_type="accuracy",
+            metric_value=round(value, 4),
+            metric_name=metric_name,
+        )
+
+    results = [result(lang, value, f"Accuracy ({lang})") for lang, value in table.accuracy.items()]
+    if len(table.accuracy) > 1:
+        results.append(result(None, table.average, f"Accuracy (average of {len(table.accuracy)} languages)"))
+    return results
+
+
+def _result_key(result: EvalResult) -> tuple:
+    return (
+        result.task_type,
+        result.dataset_type,
+        result.dataset_config,
+        result.dataset_split,
+        result.metric_type,
+        result.metric_name,
+    )
+
+
+def update_model_card(
+    card_path: str,
+    table: AccuracyTable,
+    dataset_type: str = "xnli",
+    dataset_name: str = "XNLI",
+    dataset_split: str | None = "test",
+) -> ModelCard:
+    """Add (or replace) this table's results in a card's `model-index` and its results section.
+
+    Results for other datasets, splits or metrics are kept; a missing card is created minimal.
+    """
+    if os.path.isfile(card_path):
+        card = ModelCard.load(card_path)
+    else:
+        card = ModelCard(f"---\n{ModelCardData().to_yaml()}\n---\n\n# {table.model}\n")
+    new_results = eval_results_for_card(table, dataset_type, dataset_name, dataset_split)
+    replaced = {_result_key(result) for result in new_results}
+    kept = [result for result in (card.data.eval_results or []) if _result_key(result) not in replaced]
+    card.data.eval_results = kept + new_results
+    card.data.model_name = card.data.model_name or table.model
+    card.text = _with_results_section(card.text, table, dataset_name, dataset_split)
+    write_text_atomic(card_path, str(card))
+    return card
+
+
+def _with_results_section(text: str, table: AccuracyTable, dataset_name: str, split: str | None) -> str:
+    where = f"{dataset_name} {split}" if split else dataset_name
+    section = (
+        f"{CARD_TABLE_START}\n## Results\n\nAccuracy (%) on {where}, per language and averaged:\n\n"
+        f"{table.to_markdown()}\n{CARD_TABLE_END}"
+    )
+    start, end = text.find(CARD_TABLE_START), text.find(CARD_TABLE_END)
+    if start != -1 and end > start:
+        return text[:start] + section + text[end + len(CARD_TABLE_END) :]
+    return text.rstrip("\n") + "\n\n" + section + "\n"
+
+
+__all__ = [
+    "AccuracyTable",
+    "infer_setting",
+    "write_results",
+    "read_results",
+    "update_model_card",
+    "eval_results_for_card",
+    "write_text_atomic",
+]
