@@ -253,7 +253,11 @@ def _load_config(args: argparse.Namespace):
 
 
 def _load_data(args: argparse.Namespace, files: list[str], id2label: dict[int, str], languages):
+    from datasets.utils.logging import disable_progress_bar
+
     from .nli_data import ColumnNames, load_nli_data
+
+    disable_progress_bar()  # instant for NLI-sized files; keeps an error the only line on stderr
 
     columns = ColumnNames(args.premise_column, args.hypothesis_column, args.label_column, args.language_column)
     label2id = {name: index for index, name in id2label.items()}
