@@ -163,8 +163,10 @@ def run_finetune(args: argparse.Namespace) -> int:
     set_seed(args.seed)  # the classification head is initialized here, before Trainer seeds anything
     model = _load_model(args, config, id2label)
     trainer = _trainer(model, training_args, tokenizer, train_set, eval_set)
-    trainer.train(resume_from_checkpoint=checkpoint)
+    train_result = trainer.train(resume_from_checkpoint=checkpoint)
     _save_final_model(trainer, args.output_dir)
+    trainer.save_metrics("train", train_result.metrics)  # train_results.json, as transformers' examples
+    trainer.save_state()  # trainer_state.json: the whole log history, evaluations included
 
     if eval_set is not None:
         setting = args.setting or _inferred_setting(train_data, eval_data)
@@ -232,10 +234,17 @@ def _training_arguments(args: argparse.Namespace):
         save_total_limit=args.save_total_limit,
         logging_steps=whole_if_integral(args.logging_steps),
         use_cpu=args.use_cpu,
+        dataloader_pin_memory=_pin_memory(args),
         report_to="none",
         # The classification head sees every parameter, but keep DDP cheap and deterministic.
         ddp_find_unused_parameters=False,
     )
+
+
+def _pin_memory(args: argparse.Namespace) -> bool:
+    import torch
+
+    return torch.cuda.is_available() and not args.use_cpu  # pinning without an accelerator only warns
 
 
 def _load_config(args: argparse.Namespace):
@@ -383,6 +392,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             bf16_full_eval=args.bf16,
             fp16_full_eval=args.fp16,
             use_cpu=args.use_cpu,
+            dataloader_pin_memory=_pin_memory(args),
             report_to="none",
         )
         with training_args.main_process_first(desc="reading the data"):

@@ -356,3 +356,28 @@ def test_cli_subprocess_reports_one_line(tiny_model_dir, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("xlmr finetune: error:") and "label -1" in lines[0], result.stderr
     assert not out.exists()
+
+
+# ------------------------------------------------------------------------------------------ options
+
+
+def test_training_options_reach_trainer(tiny_model_dir, nli_files, tmp_path):
+    """Checkpointing, length grouping, bf16, accumulation and in-training per-language evaluation."""
+    out = tmp_path / "options"
+    status = main(finetune_args(
+        tiny_model_dir, out, nli_files["train"], "--eval-file", nli_files["test_tsv"], "--max-steps", "2",
+        "--batch-size", "8", "--gradient-accumulation-steps", "2", "--gradient-checkpointing", "--group-by-length",
+        "--bf16", "--eval-strategy", "steps", "--eval-steps", "2", "--save-strategy", "no", "--max-length", "16",
+        "--warmup", "1", "--no-model-card", "--use-cpu",
+    ))
+    assert status == 0
+    args = torch.load(out / "training_args.bin", weights_only=False)
+    assert args.activation_checkpointing and args.bf16 and args.gradient_accumulation_steps == 2
+    assert args.train_sampling_strategy == "group_by_length" and args.warmup_steps == 1
+    state = json.load(open(out / "trainer_state.json"))
+    assert state["global_step"] == 2
+    evals = [entry for entry in state["log_history"] if "eval_accuracy" in entry]
+    assert len(evals) == 1 and {"eval_accuracy_en", "eval_accuracy_fr", "eval_accuracy_avg"} <= set(evals[0])
+    assert evals[0]["eval_accuracy_avg"] == pytest.approx((evals[0]["eval_accuracy_en"] + evals[0]["eval_accuracy_fr"]) / 2)
+    assert not (out / "README.md").exists()
+    assert os.path.exists(out / "nli_accuracy.json")
