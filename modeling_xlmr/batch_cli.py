@@ -76,9 +76,9 @@ def _add_common_options(parser: argparse.ArgumentParser, output_help: str) -> No
 def run_extract(args: argparse.Namespace) -> int:
     suffix = batch_io.check_output(args.output, batch_io.EMBEDDING_OUTPUTS)
     records, state, interface = _prepare(args)
-    with state.split_between_processes(records.texts) as texts:
-        _announce_share(args, state, len(records.texts))
-        embeddings = interface.embed(
+
+    def embed(texts: list[str]) -> np.ndarray:
+        return interface.embed(
             texts,
             pooling=args.pooling,
             normalize=args.normalize,
@@ -86,30 +86,62 @@ def run_extract(args: argparse.Namespace) -> int:
             long_text=args.long_text,
             progress=_show_progress(args, state),
         ).numpy()
-    parts = _gather(state, [embeddings])
+
+    parts = _run_in_slices(args, state, records.texts, embed)
     if state.is_main_process:
-        array = np.concatenate(parts, axis=0)
         ids = records.ids if suffix == ".jsonl" else None
-        batch_io.write_embeddings(args.output, array, ids, records.id_field)
+        batch_io.write_embeddings(args.output, np.concatenate(parts, axis=0), ids, records.id_field)
     return 0
 
 
 def run_classify(args: argparse.Namespace) -> int:
     batch_io.check_output(args.output, (".jsonl",))
     records, state, interface = _prepare(args)
-    with state.split_between_processes(records.texts) as texts:
-        _announce_share(args, state, len(records.texts))
-        results = interface.classify(
+
+    def classify(texts: list[str]) -> list[dict]:
+        return interface.classify(
             texts,
             head=args.head,
             max_tokens_per_batch=args.max_tokens_per_batch,
             long_text=args.long_text,
             progress=_show_progress(args, state),
         )
-    results = _gather(state, results)
+
+    parts = _run_in_slices(args, state, records.texts, classify)
     if state.is_main_process:
+        results = [result for part in parts for result in part]
         batch_io.write_classifications(args.output, results, records.ids, records.id_field)
     return 0
+
+
+def _run_in_slices(args: argparse.Namespace, state, texts: list[str], compute) -> list:
+    """`compute` on this process's contiguous slice of `texts`; every process's result, in process
+    (hence input) order. An error in one process is raised in all of them, so that none waits
+    forever in the gather for a peer that gave up."""
+    with state.split_between_processes(texts) as share:
+        if state.num_processes == 1:
+            return [compute(share)]
+        start = _announce_share(args, state, len(texts), len(share))
+        failure = None
+        try:
+            outcome = (compute(share), None)
+        except batching.TextTooLongError as error:  # number the text as in the whole input
+            failure = error.shifted(start)
+            outcome = (None, str(failure))
+        except Exception as error:  # reported to every process below
+            failure = error
+            outcome = (None, f"process {state.process_index}: {' '.join(str(error).split()) or type(error).__name__}")
+    from accelerate.utils import gather_object
+
+    outcomes = gather_object([outcome])
+    if failure is not None and not isinstance(failure, (CLIError, ValueError, OSError)):
+        raise failure  # a bug, not a user error: keep its traceback here
+    messages = [message for _, message in outcomes if message is not None]
+    if messages and not state.is_main_process:
+        raise SystemExit(2)  # the main process reports it, once
+    if messages:
+        raise CLIError("; ".join(messages))
+    return [result for result, _ in outcomes]
 
 
 def _prepare(args: argparse.Namespace):
@@ -154,32 +186,22 @@ def _load(model: str, device_map, dtype, revision: str | None):
         raise CLIError(f"cannot load model: {reason}") from error
 
 
-def _announce_share(args: argparse.Namespace, state, total: int) -> None:
-    """Under several processes, say which slice of the input this one takes (stderr)."""
-    if state.num_processes == 1:
-        return
+def _announce_share(args: argparse.Namespace, state, total: int, count: int) -> int:
+    """Say on stderr which slice of the input this process takes; returns the slice's first index.
+    (Accelerate gives the first `total % processes` processes one text more.)"""
     per_process, extra = divmod(total, state.num_processes)
     start = state.process_index * per_process + min(state.process_index, extra)
-    count = per_process + (1 if state.process_index < extra else 0)
     print(
         f"xlmr {args.command}: process {state.process_index}/{state.num_processes} takes texts "
         f"{start}..{start + count - 1} of {total}",
         file=sys.stderr,
         flush=True,
     )
+    return start
 
 
 def _show_progress(args: argparse.Namespace, state) -> bool:
     return not args.no_progress and state.is_main_process
-
-
-def _gather(state, items: list) -> list:
-    """Every process's list, concatenated in process order (the order of the input slices)."""
-    if state.num_processes == 1:
-        return items
-    from accelerate.utils import gather_object
-
-    return gather_object(items)
 
 
 __all__ = ["add_subcommands", "run_extract", "run_classify"]

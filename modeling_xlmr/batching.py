@@ -29,6 +29,22 @@ DEFAULT_MAX_TOKENS_PER_BATCH = 8192
 DEFAULT_CHUNK_OVERLAP = 128
 
 
+class TextTooLongError(ValueError):
+    """A text over the model's limit under ``long_text="error"``; `text_index` counts from 0."""
+
+    def __init__(self, text_index: int, num_tokens: int, max_length: int):
+        self.text_index, self.num_tokens, self.max_length = text_index, num_tokens, max_length
+        super().__init__(
+            f"text {text_index} has {num_tokens} tokens (with <s> and </s>), more than the {max_length} XLM-R "
+            f"accepts; pass long_text='truncate' (CLI: --long-text truncate) to keep its first {max_length - 2} "
+            "tokens, or long_text='chunk' to pool overlapping windows over the whole text."
+        )
+
+    def shifted(self, offset: int) -> "TextTooLongError":
+        """The same error for a text numbered `offset` further (its index in a larger input)."""
+        return TextTooLongError(self.text_index + offset, self.num_tokens, self.max_length)
+
+
 @dataclass(frozen=True)
 class Window:
     """One encoder input: `token_ids` includes `<s>` and `</s>`; it belongs to text `text_index`."""
@@ -72,11 +88,7 @@ def plan_windows(
         if len(ids) <= room:
             pieces = [ids]
         elif long_text == "error":
-            raise ValueError(
-                f"text {text_index} has {len(ids) + 2} tokens (with <s> and </s>), more than the {max_length} "
-                f"XLM-R accepts; pass long_text='truncate' (CLI: --long-text truncate) to keep its first {room} "
-                "tokens, or long_text='chunk' to pool overlapping windows over the whole text."
-            )
+            raise TextTooLongError(text_index, len(ids) + 2, max_length)
         elif long_text == "truncate":
             pieces = [ids[:room]]
         else:
@@ -159,6 +171,7 @@ __all__ = [
     "LONG_TEXT_POLICIES",
     "DEFAULT_MAX_TOKENS_PER_BATCH",
     "DEFAULT_CHUNK_OVERLAP",
+    "TextTooLongError",
     "Window",
     "plan_windows",
     "window_starts",

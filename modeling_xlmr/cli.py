@@ -56,4 +56,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m modeling_xlmr.cli` (e.g. under `accelerate launch`): run the package's copy of this
+    # module, whose CLIError is the one sub-commands raise, not this `__main__` duplicate.
+    from modeling_xlmr.cli import main as package_main
+
+    sys.exit(package_main())
