@@ -195,7 +195,9 @@ def _resolve_checkpoint(args: argparse.Namespace) -> str | None:
     if args.resume_from_checkpoint == "latest":
         latest = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
         if latest is None:
-            raise CLIError(f"No checkpoint-N directory in {args.output_dir} to resume from; drop --resume-from-checkpoint.")
+            raise CLIError(
+                f"No checkpoint-N directory in {args.output_dir} to resume from; drop --resume-from-checkpoint."
+            )
         return latest
     if not os.path.isfile(os.path.join(args.resume_from_checkpoint, "trainer_state.json")):
         raise CLIError(
@@ -320,7 +322,11 @@ def _accuracy_metrics(languages: list[str]):
         predicted = prediction.predictions.argmax(-1)
         table = AccuracyTable.from_predictions(predicted, prediction.label_ids, languages, model="")
         overall = float((predicted == prediction.label_ids).mean())
-        return {"accuracy": overall, "accuracy_avg": table.average, **{f"accuracy_{k}": v for k, v in table.accuracy.items()}}
+        return {
+            "accuracy": overall,
+            "accuracy_avg": table.average,
+            **{f"accuracy_{k}": v for k, v in table.accuracy.items()},
+        }
 
     return compute
 
@@ -408,4 +414,4 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["add_subcommands", "run_finetune", "run_evaluate"]
+__all__ = ["add_subcommands", "run_evaluate", "run_finetune"]

@@ -66,7 +66,7 @@ class DataFile:
     language: str | None = None
 
     @classmethod
-    def parse(cls, spec: str) -> "DataFile":
+    def parse(cls, spec: str) -> DataFile:
         tag, sep, path = spec.partition("=")
         if sep and _LANGUAGE_TAG.match(tag) and not os.path.exists(spec):
             return cls(path=path, language=tag)
@@ -289,8 +289,8 @@ __all__ = [
     "XNLI_LANGUAGES",
     "ColumnNames",
     "DataFile",
-    "label_maps",
     "is_placeholder_labels",
+    "label_maps",
     "load_nli_data",
     "ordered_languages",
     "tokenize_pairs",

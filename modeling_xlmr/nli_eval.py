@@ -47,7 +47,7 @@ class AccuracyTable:
         languages: Sequence[str],
         model: str,
         setting: str | None = None,
-    ) -> "AccuracyTable":
+    ) -> AccuracyTable:
         predicted, gold, languages = np.asarray(predicted), np.asarray(gold), np.asarray(languages)
         if not len(predicted) == len(gold) == len(languages):
             raise ValueError(
@@ -77,7 +77,7 @@ class AccuracyTable:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "AccuracyTable":
+    def from_dict(cls, data: dict) -> AccuracyTable:
         known = {"model", "setting", "metric", "accuracy", "average", "examples"}
         return cls(
             model=data["model"],
@@ -213,10 +213,10 @@ def _with_results_section(text: str, table: AccuracyTable, dataset_name: str, sp
 
 __all__ = [
     "AccuracyTable",
+    "eval_results_for_card",
     "infer_setting",
-    "write_results",
     "read_results",
     "update_model_card",
-    "eval_results_for_card",
+    "write_results",
     "write_text_atomic",
 ]

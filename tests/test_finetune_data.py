@@ -19,10 +19,14 @@ def write(path, text: str) -> str:
 
 
 def test_xnli_1_0_tsv_with_bare_quotes_and_language_column(tmp_path):
-    header = "language\tgold_label\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\tsentence2_parse\t" \
-             "sentence1\tsentence2\tpromptID\tpairID\tgenre\tlabel1\n"
-    rows = 'fr\tneutral\t(x)\t(y)\t(x)\t(y)\tIl a dit "bonjour\tNA\t1\t1n\tfiction\tneutral\n' \
-           "de\tcontradiction\t(x)\t(y)\t(x)\t(y)\tEr kommt\tEr kommt nicht\t2\t2c\tfiction\tcontradiction\n"
+    header = (
+        "language\tgold_label\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\tsentence2_parse\t"
+        "sentence1\tsentence2\tpromptID\tpairID\tgenre\tlabel1\n"
+    )
+    rows = (
+        'fr\tneutral\t(x)\t(y)\t(x)\t(y)\tIl a dit "bonjour\tNA\t1\t1n\tfiction\tneutral\n'
+        "de\tcontradiction\t(x)\t(y)\t(x)\t(y)\tEr kommt\tEr kommt nicht\t2\t2c\tfiction\tcontradiction\n"
+    )
     data = load_nli_data([write(tmp_path / "xnli.dev.tsv", header + rows)], XNLI_LABEL2ID)
     assert data.to_list() == [
         {"premise": 'Il a dit "bonjour', "hypothesis": "NA", "label": 1, "language": "fr"},
