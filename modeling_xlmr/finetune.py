@@ -238,7 +238,7 @@ def _training_arguments(args: argparse.Namespace):
         use_cpu=args.use_cpu,
         dataloader_pin_memory=_pin_memory(args),
         report_to="none",
-        # The classification head sees every parameter, but keep DDP cheap and deterministic.
+        # Every parameter gets a gradient (this head has no unused pooler), so DDP needn't search for unused ones.
         ddp_find_unused_parameters=False,
     )
 
@@ -281,15 +281,15 @@ def _load_tokenizer(model: str):
     return AutoTokenizer.from_pretrained(model, trust_remote_code=True)
 
 
-def _load_model(args: argparse.Namespace, config, id2label: dict[int, str]):
+def _load_model(args: argparse.Namespace, config, id2label: dict[int, str], new_head_allowed: bool = True):
     from .modeling_xlmr import XLMRForSequenceClassification
 
     config.num_labels = len(id2label)
     config.id2label = id2label
     config.label2id = {name: index for index, name in id2label.items()}
-    # Explicit --labels may differ from a trained head's size: start that head afresh.
+    # For training, explicit --labels may differ from a trained head's size: that head starts afresh.
     return XLMRForSequenceClassification.from_pretrained(
-        args.model, config=config, ignore_mismatched_sizes=bool(args.labels)
+        args.model, config=config, ignore_mismatched_sizes=new_head_allowed and bool(args.labels)
     )
 
 
@@ -391,6 +391,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
             f"{args.model} has no label names (id2label is {config.id2label}); it is not a fine-tuned NLI model, "
             "or pass its label names in id order with --labels."
         )
+    if args.labels and len(args.labels) != config.num_labels:
+        raise CLIError(
+            f"--labels names {len(args.labels)} labels but {args.model} has {config.num_labels} outputs; "
+            "name exactly one label per output, in id order."
+        )
     with tempfile.TemporaryDirectory(prefix="xlmr-evaluate-") as scratch:
         training_args = TrainingArguments(
             output_dir=scratch,
@@ -405,7 +410,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             eval_data = _load_data(args, args.eval_file, id2label, args.eval_languages)
             tokenizer = _load_tokenizer(args.model)
             eval_set = tokenize_pairs(eval_data, tokenizer, args.max_length)
-        model = _load_model(args, config, id2label)
+        model = _load_model(args, config, id2label, new_head_allowed=False)
         trainer = _trainer(model, training_args, tokenizer, None, eval_set)
         table = _accuracy_table(trainer, eval_set, args.model_name or _name_of(args.model), args.setting)
     if trainer.is_world_process_zero():

@@ -195,3 +195,12 @@ def test_training_options_reach_trainer(tiny_model_dir, nli_files, tmp_path):
     )
     assert not (out / "README.md").exists()
     assert os.path.exists(out / "nli_accuracy.json")
+
+
+def test_evaluate_refuses_models_without_matching_labels(tiny_model_dir, finetuned, nli_files, capsys):
+    # A pretrained (not fine-tuned) model has no label names: its head would be random.
+    assert main(["evaluate", "--model", tiny_model_dir, "--eval-file", nli_files["test_tsv"]]) == 2
+    assert "has no label names" in capsys.readouterr().err
+    # Renaming labels must keep one name per trained output, never start a new head.
+    assert main(["evaluate", "--model", finetuned, "--eval-file", nli_files["test_tsv"], "--labels", "yes,no"]) == 2
+    assert "names 2 labels but" in capsys.readouterr().err
