@@ -67,7 +67,9 @@ def _jsonl_records(path: str, lines: list[str], field: str, id_field: str | None
             raise CLIError(f"{path} line {number} is not JSON ({error.msg}); .jsonl needs one object per line.")
         if not isinstance(record, dict) or not isinstance(record.get(field), str):
             fields = ", ".join(record) if isinstance(record, dict) else type(record).__name__
-            raise CLIError(f"{path} line {number} has no text field {field!r} (found: {fields}); choose it with --field.")
+            raise CLIError(
+                f"{path} line {number} has no text field {field!r} (found: {fields}); choose it with --field."
+            )
         texts.append(record[field])
         ids.append(record.get(id_field) if id_field else None)
     has_ids = id_field is not None and any(identifier is not None for identifier in ids)

@@ -40,7 +40,7 @@ class TextTooLongError(ValueError):
             "tokens, or long_text='chunk' to pool overlapping windows over the whole text."
         )
 
-    def shifted(self, offset: int) -> "TextTooLongError":
+    def shifted(self, offset: int) -> TextTooLongError:
         """The same error for a text numbered `offset` further (its index in a larger input)."""
         return TextTooLongError(self.text_index + offset, self.num_tokens, self.max_length)
 
@@ -158,9 +158,7 @@ def combine_windows(pooled: torch.Tensor, windows: Sequence[Window], num_texts: 
     return sums / totals[:, None]
 
 
-def iterate_batches(
-    windows: Sequence[Window], max_tokens_per_batch: int
-) -> Iterator[tuple[list[int], list[Window]]]:
+def iterate_batches(windows: Sequence[Window], max_tokens_per_batch: int) -> Iterator[tuple[list[int], list[Window]]]:
     """Yields (window indices, windows) per batch, longest batches first."""
     for indices in token_budget_batches([len(window) for window in windows], max_tokens_per_batch):
         yield indices, [windows[index] for index in indices]

@@ -67,15 +67,19 @@ def demo(workdir: Path, seed: int = 0, out=None) -> int:
     torch.manual_seed(seed)
 
     fairseq_dir, repo_dir = workdir / "fairseq", workdir / "xlmr-tiny"
-    say(f"[1/5] writing a tiny random fairseq XLM-R ({TINY_SIZES['num_hidden_layers']} layers, hidden "
-        f"{TINY_SIZES['hidden_size']}, head {HEAD_NAME!r}) to {fairseq_dir}")
+    say(
+        f"[1/5] writing a tiny random fairseq XLM-R ({TINY_SIZES['num_hidden_layers']} layers, hidden "
+        f"{TINY_SIZES['hidden_size']}, head {HEAD_NAME!r}) to {fairseq_dir}"
+    )
     vocabulary = write_fairseq_checkpoint(fairseq_dir, seed)
     say(f"      model.pt + dict.txt + sentencepiece.bpe.model ({vocabulary} pieces, trained on the spot)")
 
     say(f"[2/5] converting it (`xlmr convert {fairseq_dir} {repo_dir} --head {HEAD_NAME}`)")
     from conversion import convert_fairseq_checkpoint
 
-    convert_fairseq_checkpoint(fairseq_dir, repo_dir, head=HEAD_NAME, labels=LABELS, log=lambda line: say(f"      {line}"))
+    convert_fairseq_checkpoint(
+        fairseq_dir, repo_dir, head=HEAD_NAME, labels=LABELS, log=lambda line: say(f"      {line}")
+    )
     say(f"      files: {', '.join(sorted(path.name for path in repo_dir.iterdir()))}")
 
     say("[3/5] loading it with AutoModel.from_pretrained(repo, trust_remote_code=True)")
@@ -83,8 +87,10 @@ def demo(workdir: Path, seed: int = 0, out=None) -> int:
 
     tokenizer = AutoTokenizer.from_pretrained(repo_dir, trust_remote_code=True)
     model = AutoModel.from_pretrained(repo_dir, trust_remote_code=True).eval()
-    say(f"      {type(model).__name__} from {type(model).__module__} (the repo's own code), "
-        f"tokenizer {type(tokenizer).__name__}")
+    say(
+        f"      {type(model).__name__} from {type(model).__module__} (the repo's own code), "
+        f"tokenizer {type(tokenizer).__name__}"
+    )
 
     texts = list(SENTENCES.values())
     say(f"[4/5] extracting features for {len(texts)} sentences ({', '.join(SENTENCES)})")
@@ -94,7 +100,9 @@ def demo(workdir: Path, seed: int = 0, out=None) -> int:
     say(f"      input_ids {tuple(batch['input_ids'].shape)} -> last_hidden_state {tuple(features.shape)}")
     for language, text, ids in zip(SENTENCES, texts, batch["input_ids"]):
         pieces = tokenizer.convert_ids_to_tokens(ids[ids.ne(tokenizer.pad_token_id)])
-        say(f"      {language}: {text!r} -> {len(pieces)} tokens {' '.join(pieces[:8])}{' ...' if len(pieces) > 8 else ''}")
+        say(
+            f"      {language}: {text!r} -> {len(pieces)} tokens {' '.join(pieces[:8])}{' ...' if len(pieces) > 8 else ''}"
+        )
 
     say(f"[5/5] classifying with AutoModelForSequenceClassification (the converted fairseq head {HEAD_NAME!r})")
     classifier = AutoModelForSequenceClassification.from_pretrained(repo_dir, trust_remote_code=True).eval()
@@ -113,11 +121,15 @@ def demo(workdir: Path, seed: int = 0, out=None) -> int:
     say(f"      decode(...) = {xlmr.decode(tokens)}")
     all_layers = xlmr.extract_features(tokens, return_all_hiddens=True)
     say(f"      extract_features(..., return_all_hiddens=True): {len(all_layers)} x {tuple(all_layers[-1].shape)}")
-    say(f"      predict({HEAD_NAME!r}, ...).exp() = {[round(p, 3) for p in xlmr.predict(HEAD_NAME, tokens).exp()[0].tolist()]}")
+    say(
+        f"      predict({HEAD_NAME!r}, ...).exp() = {[round(p, 3) for p in xlmr.predict(HEAD_NAME, tokens).exp()[0].tolist()]}"
+    )
     embeddings = xlmr.embed(texts, pooling="mean", normalize=True)
     say(f"      embed(texts, pooling='mean', normalize=True) -> {tuple(embeddings.shape)}")
-    say("done. On real weights: xlmr convert xlmr.base.v0.tar.gz xlmr-base-v0 && "
-        "xlmr extract --model xlmr-base-v0 --input texts.txt --output vectors.npy")
+    say(
+        "done. On real weights: xlmr convert xlmr.base.v0.tar.gz xlmr-base-v0 && "
+        "xlmr extract --model xlmr-base-v0 --input texts.txt --output vectors.npy"
+    )
     return 0
 
 
@@ -127,8 +139,12 @@ def write_fairseq_checkpoint(directory: Path, seed: int) -> int:
 
     from .configuration_xlmr import XLMRConfig
 
-    build_fairseq_checkpoint(directory, XLMRConfig(**TINY_SIZES), classification_heads={HEAD_NAME: len(LABELS)}, seed=seed)
-    dictionary_entries = sum(1 for line in (directory / DICTIONARY_FILE).read_text(encoding="utf-8").splitlines() if line)
+    build_fairseq_checkpoint(
+        directory, XLMRConfig(**TINY_SIZES), classification_heads={HEAD_NAME: len(LABELS)}, seed=seed
+    )
+    dictionary_entries = sum(
+        1 for line in (directory / DICTIONARY_FILE).read_text(encoding="utf-8").splitlines() if line
+    )
     return dictionary_entries + 5  # fairseq adds <s> <pad> </s> <unk> before dict.txt and <mask> after
 
 

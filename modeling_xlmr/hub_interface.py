@@ -27,13 +27,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import batching
-from .modeling_xlmr import XLMRModel
 from .hub_loading import (
     FairseqClassificationHead,
     load_classification_heads,
     load_model_and_tokenizer,
     parse_dtype,
 )
+from .modeling_xlmr import XLMRModel
 
 MASK_TOKEN = "<mask>"
 WORD_PATTERN = re.compile(r"\w+|[^\w\s]")  # letters/digits runs, and each punctuation mark on its own
@@ -77,7 +77,7 @@ class XLMRHubInterface(nn.Module):
         dtype: str | torch.dtype | None = None,
         revision: str | None = None,
         **model_kwargs,
-    ) -> "XLMRHubInterface":
+    ) -> XLMRHubInterface:
         """Load a converted repo or any XLM-R repo (local directory or Hub id) with its tokenizer.
 
         `device_map` (e.g. ``"auto"``) places the model through Accelerate; `dtype` is ``"fp32"``,

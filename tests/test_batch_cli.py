@@ -31,8 +31,12 @@ def repo(real_tokenizer_json, tmp_path_factory):
 @pytest.fixture(scope="module")
 def classifier_repo(real_tokenizer_json, tmp_path_factory):
     return build_tiny_repo(
-        tmp_path_factory.mktemp("cli_classifier"), fast_stock_tokenizer(real_tokenizer_json),
-        XLMRForSequenceClassification, seed=5, num_labels=3, id2label=LABELS,
+        tmp_path_factory.mktemp("cli_classifier"),
+        fast_stock_tokenizer(real_tokenizer_json),
+        XLMRForSequenceClassification,
+        seed=5,
+        num_labels=3,
+        id2label=LABELS,
         label2id={name: index for index, name in LABELS.items()},
     )
 
@@ -76,23 +80,65 @@ def test_jsonl_input_with_field_and_ids_and_stdin(repo, expected_mean, tmp_path,
     source = tmp_path / "docs.jsonl"
     source.write_text("\n".join(lines), encoding="utf-8")
     output = tmp_path / "vectors.jsonl"
-    argv = ["extract", "--model", str(repo), "--input", str(source), "--field", "body", "--id-field", "doc",
-            "--output", str(output), "--pooling", "mean", "--no-progress"]
+    argv = [
+        "extract",
+        "--model",
+        str(repo),
+        "--input",
+        str(source),
+        "--field",
+        "body",
+        "--id-field",
+        "doc",
+        "--output",
+        str(output),
+        "--pooling",
+        "mean",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     rows = [json.loads(line) for line in output.read_text().splitlines()]
     assert [row["doc"] for row in rows] == [f"d{index}" for index in range(len(TEXTS))]
     np.testing.assert_allclose(np.array([row["embedding"] for row in rows]), expected_mean, atol=1e-6)
 
     monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(TEXTS)))
-    assert main(["extract", "--model", str(repo), "--input", "-", "--output", str(tmp_path / "stdin.npy"),
-                 "--pooling", "mean", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "extract",
+                "--model",
+                str(repo),
+                "--input",
+                "-",
+                "--output",
+                str(tmp_path / "stdin.npy"),
+                "--pooling",
+                "mean",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     np.testing.assert_allclose(np.load(tmp_path / "stdin.npy"), expected_mean, atol=1e-6)
 
 
 def test_classify_writes_labels_scores_and_probabilities(classifier_repo, texts_file, tmp_path):
     output = tmp_path / "labels.jsonl"
-    assert main(["classify", "--model", str(classifier_repo), "--input", str(texts_file), "--output", str(output),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "classify",
+                "--model",
+                str(classifier_repo),
+                "--input",
+                str(texts_file),
+                "--output",
+                str(output),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in output.read_text().splitlines()]
     model = XLMRForSequenceClassification.from_pretrained(classifier_repo).eval()
     tokenizer = XLMRHubInterface.from_pretrained(str(classifier_repo)).tokenizer
@@ -151,9 +197,20 @@ def test_a_failed_run_keeps_the_previous_output_intact(repo, tmp_path, capsys):
 def test_console_script_error_is_one_line_on_stderr(tmp_path):
     (tmp_path / "t.txt").write_text("hi\n")
     result = subprocess.run(
-        ["xlmr", "extract", "--model", str(tmp_path / "absent"), "--input", str(tmp_path / "t.txt"),
-         "--output", str(tmp_path / "o.npy")],
-        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120,
+        [
+            "xlmr",
+            "extract",
+            "--model",
+            str(tmp_path / "absent"),
+            "--input",
+            str(tmp_path / "t.txt"),
+            "--output",
+            str(tmp_path / "o.npy"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=120,
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
@@ -163,11 +220,33 @@ def test_console_script_error_is_one_line_on_stderr(tmp_path):
     assert not (tmp_path / "o.npy").exists()
 
 
-def _accelerate(launch_options: list[str], repo, source, output, cwd, check: bool = True) -> subprocess.CompletedProcess:
+def _accelerate(
+    launch_options: list[str], repo, source, output, cwd, check: bool = True
+) -> subprocess.CompletedProcess:
     command = [
-        shutil.which("accelerate"), "launch", *launch_options, "--num_machines", "1", "--mixed_precision", "no",
-        "--dynamo_backend", "no", "-m", "modeling_xlmr.cli", "extract", "--model", str(repo), "--input", str(source),
-        "--output", str(output), "--pooling", "mean", "--no-progress", "--max-tokens-per-batch", "64",
+        shutil.which("accelerate"),
+        "launch",
+        *launch_options,
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "modeling_xlmr.cli",
+        "extract",
+        "--model",
+        str(repo),
+        "--input",
+        str(source),
+        "--output",
+        str(output),
+        "--pooling",
+        "mean",
+        "--no-progress",
+        "--max-tokens-per-batch",
+        "64",
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TRANSFORMERS_VERBOSITY": "error"}
     result = subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
@@ -199,7 +278,9 @@ def test_accelerate_launch_two_processes_write_the_single_process_output(repo, t
 def test_an_error_in_one_process_stops_both_and_names_the_text_by_its_input_index(repo, tmp_path):
     source = tmp_path / "texts.txt"
     source.write_text("one\ntwo\nthree\n" + "word " * 700 + "\n", encoding="utf-8")  # text 3 is in process 1's slice
-    result = _accelerate(["--multi_gpu", "--num_processes", "2"], repo, source, tmp_path / "out.npy", tmp_path, check=False)
+    result = _accelerate(
+        ["--multi_gpu", "--num_processes", "2"], repo, source, tmp_path / "out.npy", tmp_path, check=False
+    )
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("xlmr extract: error:")]
     assert errors == [errors[0]] and "text 3 has 703 tokens" in errors[0]  # reported once, by the main process

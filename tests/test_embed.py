@@ -16,8 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_hub_interface import build_tiny_repo, fast_stock_tokenizer
 
-from modeling_xlmr import XLMRForSequenceClassification, XLMRHubInterface
-from modeling_xlmr import batching
+from modeling_xlmr import XLMRForSequenceClassification, XLMRHubInterface, batching
 
 TEXTS = [
     "Hello world!",
@@ -92,7 +91,9 @@ def test_chunk_pools_overlapping_windows_over_the_whole_text(xlmr, pooling):
     half, _ = reference_chunked(xlmr, texts[3], pooling)
     torch.testing.assert_close(embedded[3], half, atol=1e-5, rtol=1e-5)
     # short texts are untouched by the long ones around them
-    torch.testing.assert_close(embedded[0], reference_vector(xlmr, xlmr.encode(TEXTS[1]).tolist(), pooling), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        embedded[0], reference_vector(xlmr, xlmr.encode(TEXTS[1]).tolist(), pooling), atol=1e-5, rtol=1e-5
+    )
     if pooling == "mean":  # token-count weights make it the mean over every window's tokens
         with torch.no_grad():
             all_tokens = torch.cat([xlmr.extract_features(torch.tensor(w))[0] for w in windows])
@@ -134,8 +135,13 @@ def test_half_precision_embeddings_are_finite_and_close_to_fp32(xlmr, dtype):
 def test_classify_uses_id2label_and_matches_the_model_alone(real_tokenizer_json, tmp_path):
     labels = {0: "sports", 1: "politics", 2: "science"}
     repo = build_tiny_repo(
-        tmp_path, fast_stock_tokenizer(real_tokenizer_json), XLMRForSequenceClassification, seed=3,
-        num_labels=3, id2label=labels, label2id={name: index for index, name in labels.items()},
+        tmp_path,
+        fast_stock_tokenizer(real_tokenizer_json),
+        XLMRForSequenceClassification,
+        seed=3,
+        num_labels=3,
+        id2label=labels,
+        label2id={name: index for index, name in labels.items()},
     )
     xlmr = XLMRHubInterface.from_pretrained(str(repo))
     results = xlmr.classify(TEXTS + [LONG], long_text="truncate", max_tokens_per_batch=64)

@@ -44,7 +44,9 @@ def fast_stock_tokenizer(tokenizer_json: str):
     """Transformers' generic fast tokenizer on XLM-R's tokenizer.json: a stock repo's tokenizer, quick to load."""
     from transformers import PreTrainedTokenizerFast
 
-    special = dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>", sep_token="</s>", cls_token="<s>")
+    special = dict(
+        bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>", sep_token="</s>", cls_token="<s>"
+    )
     return PreTrainedTokenizerFast(tokenizer_file=tokenizer_json, mask_token="<mask>", model_max_length=512, **special)
 
 
@@ -82,9 +84,23 @@ def test_encode_follows_sentencepiece_and_fairseq_separators(xlmr, real_spm_mode
     assert xlmr.encode(literal).tolist() == [0, *fairseq_ids(literal), 2]
     assert xlmr.tokenizer.mask_token_id not in xlmr.encode(literal).tolist()
     assert xlmr.encode(first, second, third).tolist() == [
-        0, *fairseq_ids(first), 2, 2, *fairseq_ids(second), 2, 2, *fairseq_ids(third), 2
+        0,
+        *fairseq_ids(first),
+        2,
+        2,
+        *fairseq_ids(second),
+        2,
+        2,
+        *fairseq_ids(third),
+        2,
     ]
-    assert xlmr.encode(first, second, no_separator=True).tolist() == [0, *fairseq_ids(first), 2, *fairseq_ids(second), 2]
+    assert xlmr.encode(first, second, no_separator=True).tolist() == [
+        0,
+        *fairseq_ids(first),
+        2,
+        *fairseq_ids(second),
+        2,
+    ]
 
 
 def test_decode_splits_sentences_on_double_eos_and_keeps_special_pieces(xlmr):
@@ -183,8 +199,11 @@ def test_registered_head_predicts_log_softmax_of_fairseqs_head_formula(xlmr):
     tokens = xlmr.encode(SENTENCES[1])
     with torch.no_grad():
         features = xlmr.extract_features(tokens)
-        logits = F.linear(torch.tanh(F.linear(features[:, 0], head.dense.weight, head.dense.bias)),
-                          head.out_proj.weight, head.out_proj.bias)
+        logits = F.linear(
+            torch.tanh(F.linear(features[:, 0], head.dense.weight, head.dense.bias)),
+            head.out_proj.weight,
+            head.out_proj.bias,
+        )
         torch.testing.assert_close(xlmr.predict("topic", tokens, return_logits=True), logits)
         torch.testing.assert_close(xlmr.predict("topic", tokens), F.log_softmax(logits, dim=-1))
 
@@ -203,7 +222,9 @@ def converted_with_heads(tmp_path_factory, tiny_sentencepiece):  # noqa: F811
 
     root = tmp_path_factory.mktemp("converted_heads")
     heads = {"mnli": 3, "sentiment": 2}
-    source = build_fairseq_checkpoint(root / "fairseq", tiny_config(), sentencepiece_model=tiny_sentencepiece, classification_heads=heads)
+    source = build_fairseq_checkpoint(
+        root / "fairseq", tiny_config(), sentencepiece_model=tiny_sentencepiece, classification_heads=heads
+    )
     labels = ["entailment", "neutral", "contradiction"]
     convert_fairseq_checkpoint(source, root / "repo", head="mnli", labels=labels, log=lambda _: None)
     return root / "repo", expected_fairseq_state(source, tiny_config(), heads), labels
@@ -235,9 +256,17 @@ def test_fill_mask_matches_the_fairseq_lm_head_on_a_converted_checkpoint(convert
     repo, fairseq_state, _ = converted_with_heads
     xlmr = XLMRHubInterface.from_pretrained(str(repo)).eval()
     filled = xlmr.fill_mask("the quick <mask> fox", topk=3)
-    tokens = torch.tensor([[0, *xlmr.tokenizer("the quick", add_special_tokens=False)["input_ids"],
-                            xlmr.tokenizer.mask_token_id,
-                            *xlmr.tokenizer("fox", add_special_tokens=False)["input_ids"], 2]])
+    tokens = torch.tensor(
+        [
+            [
+                0,
+                *xlmr.tokenizer("the quick", add_special_tokens=False)["input_ids"],
+                xlmr.tokenizer.mask_token_id,
+                *xlmr.tokenizer("fox", add_special_tokens=False)["input_ids"],
+                2,
+            ]
+        ]
+    )
     masked = int((tokens[0] == xlmr.tokenizer.mask_token_id).nonzero())
     probabilities = reference_forward(fairseq_state, tokens, num_heads=4).lm_logits[0, masked].float().softmax(-1)
     values, indices = probabilities.topk(3)
@@ -304,13 +333,15 @@ def test_features_aligned_to_words_share_tokens_like_fairseq(xlmr):
 def test_word_alignment_splits_a_shared_token_evenly_and_gives_lone_spaces_to_the_next_word():
     # tokens: "ab" covering words 0 and 1, a lone space, then "c"
     matrix = word_alignment_matrix([(0, 2), (2, 3), (3, 4)], [(0, 1), (1, 2), (3, 4)])
-    expected = torch.tensor([
-        [1, 0, 0, 0, 0],
-        [0, 0.5, 0, 0, 0],
-        [0, 0.5, 0, 0, 0],
-        [0, 0, 1, 1, 0],
-        [0, 0, 0, 0, 1],
-    ])
+    expected = torch.tensor(
+        [
+            [1, 0, 0, 0, 0],
+            [0, 0.5, 0, 0, 0],
+            [0, 0.5, 0, 0, 0],
+            [0, 0, 1, 1, 0],
+            [0, 0, 0, 0, 1],
+        ]
+    )
     torch.testing.assert_close(matrix, expected)
 
 
@@ -359,7 +390,9 @@ def test_stock_transformers_repos_load_too(real_tokenizer_json, tmp_path):
 
     torch.manual_seed(1)
     labels = {0: "negative", 1: "positive"}
-    config = XLMRobertaConfig(**tiny_config_kwargs(vocab_size=REAL_VOCAB), id2label=labels, label2id={v: k for k, v in labels.items()})
+    config = XLMRobertaConfig(
+        **tiny_config_kwargs(vocab_size=REAL_VOCAB), id2label=labels, label2id={v: k for k, v in labels.items()}
+    )
     stock = XLMRobertaForSequenceClassification(config).eval()
     stock.save_pretrained(tmp_path)
     fast_stock_tokenizer(real_tokenizer_json).save_pretrained(tmp_path)
