@@ -58,7 +58,7 @@ def _add_model_and_data_options(parser: argparse.ArgumentParser, training: bool)
     parser.add_argument("--model", required=True, help="converted XLM-R directory or any XLM-R repo")
     files_help = (
         "data file(s): .jsonl/.json/.csv/.tsv/.parquet; prefix LANG= to tag a file without a language "
-        "column (fr=xnli.test.fr.jsonl)"
+        "column (fr=xnli.test.fr.jsonl); XNLI-MT names (multinli.train.fr.tsv) tag themselves"
     )
     if training:
         parser.add_argument("--output-dir", required=True, help="where checkpoints and the final model go")

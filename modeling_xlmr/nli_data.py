@@ -9,6 +9,9 @@ Understood out of the box (column names are looked up, so no option is needed fo
 * XNLI-MT's translated training files (`premise`, `hypo`, `label` with `contradictory`);
 * any csv/tsv/jsonl/parquet, with `--premise-column` etc. naming the columns.
 
+A row's language comes from the language column if there is one, else from a `LANG=PATH` tag, else
+from XNLI's file layouts (`multinli.train.fr.tsv`, the Hub dataset's `fr/` folders), else "all".
+
 All checks (missing file, empty file, missing column, unknown or out-of-range label, missing text)
 run here, before a model is loaded, and raise `CLIError` with one line naming the fix.
 """
@@ -31,8 +34,10 @@ XNLI_LABELS = ("entailment", "neutral", "contradiction")
 LABEL_ALIASES = {"contradictory": "contradiction"}
 # The seed's table order; other languages follow alphabetically.
 XNLI_LANGUAGES = ("en", "fr", "es", "de", "el", "bg", "ru", "tr", "ar", "vi", "th", "zh", "hi", "sw", "ur")
-# Rows of a file with neither a language column nor a `LANG=PATH` tag.
+# Rows of a file with neither a language column, a `LANG=PATH` tag, nor a telling file name.
 UNTAGGED_LANGUAGE = "all"
+# XNLI-MT-1.0's translated files: multinli.train.fr.tsv, multinli.dev.de.tsv.
+_XNLI_MT_NAME = re.compile(r"^multinli\.(train|dev)\.([a-z]{2})\.tsv$")
 
 # Column names tried, in order, when the user names none: Hub xnli, XNLI-MT, XNLI-1.0 / MultiNLI.
 DEFAULT_COLUMNS = {
@@ -71,6 +76,16 @@ class DataFile:
         if sep and _LANGUAGE_TAG.match(tag) and not os.path.exists(spec):
             return cls(path=path, language=tag)
         return cls(path=spec)
+
+
+def language_from_file_name(path: str) -> str | None:
+    """The language XNLI's own layouts give a file by name: XNLI-MT's `multinli.train.fr.tsv`, or a
+    per-language folder of the Hub dataset (`fr/test-00000-of-00001.parquet`)."""
+    match = _XNLI_MT_NAME.match(os.path.basename(path))
+    if match:
+        return match.group(2)
+    folder = os.path.basename(os.path.dirname(os.path.abspath(path)))
+    return folder if folder in XNLI_LANGUAGES else None
 
 
 def label_maps(names: Sequence[str]) -> tuple[dict[int, str], dict[str, int]]:
@@ -124,7 +139,7 @@ def _load_one(data_file: DataFile, label2id: dict[str, int], columns: ColumnName
         if names[role] is None:
             raise CLIError(_missing_column_message(path, role, raw.column_names, getattr(columns, role)))
 
-    convert = _RowConverter(path, names, label2id, data_file.language)
+    convert = _RowConverter(path, names, label2id, data_file.language or language_from_file_name(path))
     converted = raw.map(convert, batched=True, with_indices=True, remove_columns=raw.column_names)
     return converted.select_columns(list(NLI_COLUMNS))
 
@@ -219,6 +234,11 @@ class _RowConverter:
             for value, index in zip(batch[self.names[role]], indices):
                 if value is None:
                     raise CLIError(f"{self.path} row {index + 1} has no {role}; fill it in or drop the row.")
+                if not isinstance(value, str):
+                    raise CLIError(
+                        f"{self.path} row {index + 1}: the {role} is a {type(value).__name__}, not text; give one "
+                        "sentence per cell (for the Hub xnli dataset, use a per-language config, not all_languages)."
+                    )
         labels = [self._label_id(value, index) for value, index in zip(batch[self.names["label"]], indices)]
         return {
             "premise": batch[self.names["premise"]],

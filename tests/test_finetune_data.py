@@ -103,3 +103,25 @@ def test_table_order_average_and_setting():
     assert infer_setting(["en"], ["en", "fr", "de"]) == "cross-lingual transfer"
     assert infer_setting(["en", "fr", "de"], ["en", "fr", "de"]) == "translate-train-all"
     assert infer_setting(["en"], ["en"]) is None
+
+
+def test_language_from_xnli_file_layouts(tmp_path):
+    text = "premise\thypo\tlabel\nUn homme .\tUne personne .\tentailment\n"
+    assert load_nli_data([write(tmp_path / "multinli.train.fr.tsv", text)], XNLI_LABEL2ID)["language"] == ["fr"]
+    (tmp_path / "sw").mkdir()
+    rows = '{"premise": "a", "hypothesis": "b", "label": 1}\n'
+    assert load_nli_data([write(tmp_path / "sw" / "test.jsonl", rows)], XNLI_LABEL2ID)["language"] == ["sw"]
+    # A name that says nothing leaves the rows untagged, and an explicit tag always wins.
+    assert load_nli_data([write(tmp_path / "pairs.jsonl", rows)], XNLI_LABEL2ID)["language"] == ["all"]
+    assert load_nli_data([f"de={tmp_path / 'sw' / 'test.jsonl'}"], XNLI_LABEL2ID)["language"] == ["de"]
+
+
+def test_all_languages_schema_is_refused_clearly(tmp_path):
+    row = {
+        "premise": {"en": "a", "fr": "b"},
+        "hypothesis": {"language": ["en", "fr"], "translation": ["c", "d"]},
+        "label": 0,
+    }
+    path = write(tmp_path / "all.jsonl", json.dumps(row) + "\n")
+    with pytest.raises(CLIError, match="the premise is a dict, not text.*per-language config"):
+        load_nli_data([path], XNLI_LABEL2ID)
