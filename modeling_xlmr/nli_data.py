@@ -160,6 +160,7 @@ def _read_table(path: str) -> datasets.Dataset:
             features=datasets.Features({name: datasets.Value("string") for name in header}),
             keep_default_na=False,
             sep=delimiter,
+            encoding="utf-8-sig",  # some XNLI-MT files start with a byte-order mark
         )
         if suffix == ".tsv":
             options["quoting"] = csv.QUOTE_NONE  # XNLI's tsv files hold bare quotes inside sentences
@@ -192,7 +193,7 @@ def _innermost_message(error: BaseException) -> str:
 
 
 def _csv_header(path: str, delimiter: str) -> list[str]:
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:
         first = handle.readline().rstrip("\r\n")
     if delimiter == "\t":
         return first.split("\t")

@@ -125,3 +125,10 @@ def test_all_languages_schema_is_refused_clearly(tmp_path):
     path = write(tmp_path / "all.jsonl", json.dumps(row) + "\n")
     with pytest.raises(CLIError, match="the premise is a dict, not text.*per-language config"):
         load_nli_data([path], XNLI_LABEL2ID)
+
+
+def test_byte_order_mark_before_the_header(tmp_path):
+    path = tmp_path / "multinli.train.de.tsv"
+    path.write_bytes("\ufeffpremise\thypo\tlabel\nEr kommt\tEr kommt nicht\tcontradictory\n".encode())
+    data = load_nli_data([str(path)], XNLI_LABEL2ID)
+    assert data.to_list() == [{"premise": "Er kommt", "hypothesis": "Er kommt nicht", "label": 2, "language": "de"}]
