@@ -254,6 +254,11 @@ def _load_config(args: argparse.Namespace):
     from .nli_data import XNLI_LABELS, is_placeholder_labels
 
     config = XLMRConfig.from_pretrained(args.model)
+    if args.max_length > config.max_sequence_length:
+        raise CLIError(
+            f"--max-length {args.max_length} is longer than {args.model} accepts "
+            f"({config.max_sequence_length} tokens); use at most {config.max_sequence_length}."
+        )
     if args.labels:
         names = args.labels
     elif not is_placeholder_labels(config.id2label):

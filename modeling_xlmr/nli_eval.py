@@ -188,7 +188,8 @@ def update_model_card(
     if os.path.isfile(card_path):
         card = ModelCard.load(card_path)
     else:
-        card = ModelCard(f"---\n{ModelCardData().to_yaml()}\n---\n\n# {table.model}\n")
+        data = ModelCardData(library_name="transformers", pipeline_tag="text-classification")
+        card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n# {table.model}\n")
     new_results = eval_results_for_card(table, dataset_type, dataset_name, dataset_split)
     replaced = {_result_key(result) for result in new_results}
     kept = [result for result in (card.data.eval_results or []) if _result_key(result) not in replaced]

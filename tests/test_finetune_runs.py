@@ -204,6 +204,13 @@ def test_bad_data_stops_before_training(case, tiny_model_dir, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_too_long_max_length_is_caught_before_training(tiny_model_dir, nli_files, tmp_path, capsys):
+    out = tmp_path / "out"
+    status = main(finetune_args(tiny_model_dir, out, [nli_files["small_train"]], "--max-length", "600"))
+    assert status == 2 and "use at most 512" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_bad_eval_file_is_caught_before_training_too(tiny_model_dir, nli_files, tmp_path, capsys):
     out = tmp_path / "out"
     status = main(
