@@ -21,6 +21,7 @@ import platform
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -29,7 +30,9 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from workload import Workload, batches_in_order, batches_sorted, make_workload, padding_fraction  # noqa: E402
+from workload import (  # noqa: E402
+    Workload, batches_by_token_budget, batches_in_order, batches_sorted, make_workload, padding_fraction,
+)  # noqa: E402
 
 import transformers  # noqa: E402
 from transformers import XLMRobertaConfig, XLMRobertaModel  # noqa: E402
@@ -52,6 +55,8 @@ class Config:
     def run(self) -> float:
         start = time.perf_counter()
         outputs = [self.run_batch(input_ids, attention_mask) for input_ids, attention_mask in self.batches]
+        if outputs[0].is_cuda:
+            torch.cuda.synchronize()
         elapsed = time.perf_counter() - start
         self.outputs = outputs
         return elapsed
@@ -61,7 +66,7 @@ class Config:
         result, row = {}, 0
         for (_, attention_mask), output in zip(self.batches, self.outputs):
             for mask_row, states in zip(attention_mask.bool(), output):
-                result[self.order[row]] = states[mask_row].float()
+                result[self.order[row]] = states[mask_row].float().cpu()
                 row += 1
         return result
 
@@ -71,8 +76,6 @@ def machine_description() -> str:
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             for line in cpuinfo:
-                if line.startswith("model name") and model_name.startswith("unknown"):
-                    model_name = line.split(":", 1)[1].strip()
                 if line.startswith("model name"):
                     model_name = line.split(":", 1)[1].strip()
                 if line.startswith("flags"):
@@ -80,7 +83,8 @@ def machine_description() -> str:
     except OSError:
         pass
     features = [f for f in ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
-    return (
+    gpu = f"{torch.cuda.get_device_name()}, " if torch.cuda.is_available() else ""
+    return gpu + (
         f"{model_name}, {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads, "
         f"{torch.backends.cpu.get_cpu_capability()}, {' '.join(features) or 'no AVX-512'}), "
         f"transformers {transformers.__version__}"
@@ -121,13 +125,16 @@ def onnx_runner(stock: XLMRobertaModel, example: tuple[torch.Tensor, torch.Tenso
         return None
     path = os.path.join(workdir, "xlmr.onnx")
     batch, length = torch.export.Dim("batch"), torch.export.Dim("length", max=512)
-    with torch.no_grad():
+    start = time.perf_counter()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notes on renamed dynamic axes
         torch.onnx.export(
             stock, (), path, kwargs={"input_ids": example[0], "attention_mask": example[1]},
             input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
             dynamic_shapes={"input_ids": {0: batch, 1: length}, "attention_mask": {0: batch, 1: length}},
-            dynamo=True, external_data=True, optimize=True,
+            dynamo=True, external_data=True, optimize=True, verbose=False,
         )
+    print(f"  exported to ONNX in {time.perf_counter() - start:.0f}s")
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -149,35 +156,40 @@ def accuracy(reference: dict[int, torch.Tensor], candidate: dict[int, torch.Tens
     return float((ref - out).abs().max()), float(cosine.mean()), float(cosine.min())
 
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def bench_size(size: str, workload: Workload, args: argparse.Namespace) -> None:
     build_start = time.perf_counter()
     stock, ours = build_models(size)
-    in_order, sorted_batches = batches_in_order(workload, args.batch_size), batches_sorted(workload, args.batch_size)
+    device = torch.device(args.device)
+    stock, ours = stock.to(device), ours.to(device)
+    in_order = [(i.to(device), m.to(device)) for i, m in batches_in_order(workload, args.batch_size)]
+    sorted_batches = [(i.to(device), m.to(device)) for i, m in batches_sorted(workload, args.batch_size)]
     input_order = list(range(len(workload.sentences)))
     length_order = sorted(input_order, key=lambda i: len(workload.sentences[i]))
+    low_precisions = [d for d in args.dtype if d != "fp32"]
 
     configs = [
         Config(BASELINE, torch_runner(stock), in_order, input_order),
         Config("stock sdpa fp32, length-sorted", torch_runner(stock), sorted_batches, length_order),
     ]
-    stock_bf16 = None
-    if "bf16" in args.dtype:
-        stock_bf16 = copy.deepcopy(stock).to(torch.bfloat16)
-        configs.append(Config("stock sdpa bf16, input order", torch_runner(stock_bf16), in_order, input_order))
+    for dtype in low_precisions:
+        stock_low = copy.deepcopy(stock).to(DTYPES[dtype])
+        configs.append(Config(f"stock sdpa {dtype}, input order", torch_runner(stock_low), in_order, input_order))
     workdir = tempfile.TemporaryDirectory(prefix="xlmr-bench-")
-    if args.onnx:
+    if args.onnx and device.type == "cpu":
         runner = onnx_runner(stock, in_order[0], workdir.name)
         if runner is None:
             print("  (onnxruntime not installed: pip install onnxruntime onnx onnxscript)")
         else:
             configs.append(Config("ONNX Runtime fp32, input order", runner, in_order, input_order))
-    if "fp32" in args.dtype:
-        configs.append(Config("ours fp32, input order", torch_runner(ours, unpad_inputs=True), in_order, input_order))
-    if "bf16" in args.dtype:
-        ours_bf16 = copy.deepcopy(ours).to(torch.bfloat16)
-        configs.append(
-            Config("ours bf16, input order", torch_runner(ours_bf16, unpad_inputs=True), in_order, input_order)
-        )
+    by_budget = [(i.to(device), m.to(device)) for i, m in batches_by_token_budget(workload, args.token_budget)]
+    for dtype in args.dtype:
+        model = torch_runner(ours if dtype == "fp32" else copy.deepcopy(ours).to(DTYPES[dtype]), unpad_inputs=True)
+        configs.append(Config(f"ours {dtype}, input order", model, in_order, input_order))
+        if args.token_budget:  # what the hub interface's embed does (it also sorts by length)
+            configs.append(Config(f"ours {dtype}, {args.token_budget}-token batches", model, by_budget, input_order))
     print(f"  models built in {time.perf_counter() - build_start:.0f}s")
 
     for config in configs:  # warm-up pass: first calls, prepared weights, ONNX Runtime's first run
@@ -189,13 +201,16 @@ def bench_size(size: str, workload: Workload, args: argparse.Namespace) -> None:
     reference = configs[0].per_sentence()
     throughput = {c.name: workload.real_tokens / min(c.times) for c in configs}
     baselines = [c.name for c in configs if not c.name.startswith("ours")]
-    print(f"  {'configuration':34s} {'tokens/s':>9s} " + " ".join(f"{'x ' + b.split(',')[0][:14]:>16s}" for b in baselines)
-          + f" {'max|diff|':>10s} {'cos mean':>10s} {'cos min':>9s}")
+    letters = "ABCDEFGH"
+    print(f"  {'configuration':35s} {'tokens/s':>9s} " + " ".join(f"{'x' + letters[i]:>6s}" for i in range(len(baselines)))
+          + f" {'max|diff|':>10s} {'cos mean':>9s} {'cos min':>9s}")
     for config in configs:
         max_diff, cos_mean, cos_min = accuracy(reference, config.per_sentence())
-        ratios = " ".join(f"{throughput[config.name] / throughput[b]:16.2f}" for b in baselines)
-        print(f"  {config.name:34s} {throughput[config.name]:9.0f} {ratios} {max_diff:10.2e} {cos_mean:10.6f} {cos_min:9.6f}")
-    print("  columns 'x ...' = this row's tokens/s over that baseline's, in the order: " + "; ".join(baselines))
+        ratios = " ".join(f"{throughput[config.name] / throughput[b]:6.2f}" for b in baselines)
+        letter = f"{letters[baselines.index(config.name)]}: " if config.name in baselines else "   "
+        print(f"  {letter}{config.name:32s} {throughput[config.name]:9.0f} {ratios} "
+              f"{max_diff:10.2e} {cos_mean:9.6f} {cos_min:9.6f}")
+    print("  xA, xB, ...: this row's tokens/s over baseline A's, B's, ...; max|diff| and cosines vs A over real tokens")
     workdir.cleanup()
 
 
@@ -203,17 +218,25 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="base only, 64 sentences, 1 repeat, no ONNX export")
     parser.add_argument("--size", choices=["base", "large", "both"], default=None)
-    parser.add_argument("--dtype", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda (then e.g. --dtype fp32 fp16 --batch-size 256)")
+    parser.add_argument("--dtype", nargs="+", choices=list(DTYPES), default=["fp32", "bf16"],
+                        help="ours and stock in each; fp32 is always measured as the reference")
     parser.add_argument("--sentences", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--token-budget", type=int, default=None,
+                        help="also run ours on input-order batches of at most this many real tokens "
+                             "(default 4096; 0 to skip; skipped with --quick)")
     parser.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=None,
                         help="also run the stock model exported to ONNX Runtime (default: on unless --quick)")
     args = parser.parse_args(argv)
+    args.dtype = ["fp32"] + [d for d in args.dtype if d != "fp32"]
     args.size = args.size or ("base" if args.quick else "both")
     args.sentences = args.sentences or (64 if args.quick else 192)
     args.repeats = args.repeats or (1 if args.quick else 3)
     args.onnx = (not args.quick) if args.onnx is None else args.onnx
+    if args.token_budget is None:
+        args.token_budget = 0 if args.quick else 4096
 
     workload = make_workload(num_sentences=args.sentences)
     print(f"machine: {machine_description()}")

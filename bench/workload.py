@@ -70,3 +70,18 @@ def padding_fraction(batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
     total = sum(mask.numel() for _, mask in batches)
     real = sum(int(mask.sum()) for _, mask in batches)
     return 1.0 - real / total
+
+
+def batches_by_token_budget(workload: Workload, max_tokens: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Input order, each batch holding as many sentences as fit in `max_tokens` real tokens (the packed
+    path's natural batching: its cost follows real tokens, not batch size times the longest sentence)."""
+    batches, current, current_tokens = [], [], 0
+    for sentence in workload.sentences:
+        if current and current_tokens + len(sentence) > max_tokens:
+            batches.append(pad_batch(current))
+            current, current_tokens = [], 0
+        current.append(sentence)
+        current_tokens += len(sentence)
+    if current:
+        batches.append(pad_batch(current))
+    return batches
