@@ -52,10 +52,12 @@ def assert_matches_stock(stock, ours, input_ids, mask, atol=1e-5, **kwargs):
     return actual
 
 
-@pytest.fixture(params=["per_sequence", "regrouped"])
+@pytest.fixture(params=["equal_length_groups", "similar_length_groups", "one_regrouped_batch"])
 def attention_strategy(request, monkeypatch):
     """Forces each attention strategy of the packed path (the choice is otherwise made per batch)."""
-    monkeypatch.setattr(packing, "_PER_SEQUENCE_ABOVE", 0.0 if request.param == "per_sequence" else float("inf"))
+    grouped = request.param != "one_regrouped_batch"
+    monkeypatch.setattr(packing, "_PER_SEQUENCE_ABOVE", 0.0 if grouped else float("inf"))
+    monkeypatch.setattr(packing, "_GROUP_LENGTH_RATIO", 1.0 if request.param == "equal_length_groups" else 2.0)
     return request.param
 
 
