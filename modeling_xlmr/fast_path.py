@@ -48,9 +48,14 @@ class PreparedLinear:
     """One or more `nn.Linear`s sharing an input, fused along their outputs and laid out for the fastest GEMM."""
 
     def __init__(self, linears: list[nn.Linear]):
-        weight = torch.cat([linear.weight.detach() for linear in linears])
+        # A single Linear keeps its own tensors (no copy) unless oneDNN reorders them below.
+        weight = torch.cat([linear.weight.detach() for linear in linears]) if len(linears) > 1 else linears[0].weight
         biases = [linear.bias for linear in linears]
-        self.bias = None if any(b is None for b in biases) else torch.cat([b.detach() for b in biases])
+        if any(b is None for b in biases):
+            self.bias = None
+        else:
+            self.bias = torch.cat([b.detach() for b in biases]) if len(biases) > 1 else biases[0].detach()
+        weight = weight.detach()
         self.onednn = _onednn_usable(weight)
         self.weight = torch.ops.mkldnn._reorder_linear_weight(weight, _ROWS_HINT) if self.onednn else weight
 
@@ -67,9 +72,7 @@ class PreparedLinear:
         """inputs @ W^T + b + residual, the residual added inside the GEMM's epilogue on CPU."""
         if self.onednn:
             return torch.ops.mkldnn._linear_pointwise.binary(inputs, residual, self.weight, self.bias, "add")
-        return torch.addmm(self.bias, inputs, self.weight.t()).add_(residual) if self.bias is not None else (
-            F.linear(inputs, self.weight) + residual
-        )
+        return F.linear(inputs, self.weight, self.bias).add_(residual)
 
 
 @dataclass
@@ -94,7 +97,7 @@ def _fingerprint(layer: nn.Module) -> tuple:
 
 
 def prepared_layer(layer: nn.Module) -> PreparedLayer:
-    fingerprint = _fingerprint(layer)
+    fingerprint = (_fingerprint(layer), torch.backends.mkldnn.enabled)
     prepared = _PREPARED.get(layer)
     if prepared is None or prepared.fingerprint != fingerprint:
         attention = layer.attention.self
