@@ -30,15 +30,19 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from workload import (  # noqa: E402
-    Workload, batches_by_token_budget, batches_in_order, batches_sorted, make_workload, padding_fraction,
-)  # noqa: E402
+import transformers
+from transformers import XLMRobertaConfig, XLMRobertaModel
+from workload import (
+    Workload,
+    batches_by_token_budget,
+    batches_in_order,
+    batches_sorted,
+    make_workload,
+    padding_fraction,
+)
 
-import transformers  # noqa: E402
-from transformers import XLMRobertaConfig, XLMRobertaModel  # noqa: E402
-
-from modeling_xlmr.configuration_xlmr import XLMRConfig  # noqa: E402
-from modeling_xlmr.modeling_xlmr import XLMRModel  # noqa: E402
+from modeling_xlmr.configuration_xlmr import XLMRConfig
+from modeling_xlmr.modeling_xlmr import XLMRModel
 
 BASELINE = "stock sdpa fp32, input order"
 

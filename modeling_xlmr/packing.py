@@ -30,7 +30,7 @@ class PackedBatch:
     attention_groups: tuple | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_mask(cls, attention_mask: torch.Tensor) -> "PackedBatch":
+    def from_mask(cls, attention_mask: torch.Tensor) -> PackedBatch:
         mask = attention_mask.bool()
         batch_size, seq_len = mask.shape
         lengths = mask.sum(dim=1)
@@ -61,7 +61,7 @@ class PackedBatch:
     def num_tokens(self) -> int:
         return self.token_indices.numel()
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "PackedBatch":
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> PackedBatch:
         """Moved copy; lets accelerate's hooks (device_map="auto") send a packed batch to each layer's device."""
         moved = {
             field.name: getattr(self, field.name).to(device, non_blocking=non_blocking)

@@ -14,8 +14,7 @@ import torch
 import transformers
 from helpers import random_padded_batch, tiny_config_kwargs
 
-from modeling_xlmr import XLMRConfig, XLMRModel
-from modeling_xlmr import fast_path, packing
+from modeling_xlmr import XLMRConfig, XLMRModel, fast_path, packing
 
 BASE_LAYERS = {"hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072, "vocab_size": 1000}
 
