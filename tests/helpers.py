@@ -82,3 +82,13 @@ def random_padded_batch(
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return torch.nn.functional.cosine_similarity(a.double().flatten(), b.double().flatten(), dim=0).item()
+
+
+def accelerate_launch_command(launch_options: list[str], cli_args: list[str]) -> list[str]:
+    """`accelerate launch LAUNCH_OPTIONS -m modeling_xlmr.cli CLI_ARGS`, with the settings accelerate would
+    otherwise take from an interactive config answered on the command line."""
+    return [
+        sys.executable, "-m", "accelerate.commands.launch", *launch_options,
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "-m", "modeling_xlmr.cli", *cli_args,
+    ]

@@ -6,7 +6,6 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.numpy import load_file
+from helpers import accelerate_launch_command
 from test_embed import TEXTS
 from test_hub_interface import build_tiny_repo, fast_stock_tokenizer
 
@@ -223,31 +223,23 @@ def test_console_script_error_is_one_line_on_stderr(tmp_path):
 def _accelerate(
     launch_options: list[str], repo, source, output, cwd, check: bool = True
 ) -> subprocess.CompletedProcess:
-    command = [
-        shutil.which("accelerate"),
-        "launch",
-        *launch_options,
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "-m",
-        "modeling_xlmr.cli",
-        "extract",
-        "--model",
-        str(repo),
-        "--input",
-        str(source),
-        "--output",
-        str(output),
-        "--pooling",
-        "mean",
-        "--no-progress",
-        "--max-tokens-per-batch",
-        "64",
-    ]
+    command = accelerate_launch_command(
+        launch_options,
+        [
+            "extract",
+            "--model",
+            str(repo),
+            "--input",
+            str(source),
+            "--output",
+            str(output),
+            "--pooling",
+            "mean",
+            "--no-progress",
+            "--max-tokens-per-batch",
+            "64",
+        ],
+    )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TRANSFORMERS_VERBOSITY": "error"}
     result = subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
     assert result.returncode == 0 or not check, result.stderr[-3000:]

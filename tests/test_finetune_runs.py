@@ -9,7 +9,7 @@ import sys
 
 import pytest
 from finetune_support import build_nli_files, build_tiny_model_dir, finetune_args, predictions_of, read_json
-from helpers import REPO_ROOT, run_without_package
+from helpers import REPO_ROOT, accelerate_launch_command, run_without_package
 
 from modeling_xlmr.cli import main
 
@@ -35,22 +35,9 @@ def test_accelerate_two_processes_and_remote_code_load(tiny_model_dir, nli_files
     with `--use-cpu` keeping the work on the CPU wherever the test runs.
     """
     out = tmp_path / "ddp"
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "-m",
-        "modeling_xlmr.cli",
-        *finetune_args(
+    command = accelerate_launch_command(
+        ["--multi_gpu", "--num_processes", "2"],
+        finetune_args(
             tiny_model_dir,
             out,
             nli_files["train"],
@@ -68,7 +55,7 @@ def test_accelerate_two_processes_and_remote_code_load(tiny_model_dir, nli_files
             "1e-3",
             "--use-cpu",
         ),
-    ]
+    )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, check=False, capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
