@@ -80,3 +80,18 @@ def trained_fairseq_dir(tokenizer_corpus, tmp_path_factory) -> str:
         handle.writelines(f"{processor.id_to_piece(piece_id)} 1\n" for piece_id in range(3, processor.get_piece_size()))
     (directory / "sentencepiece.bpe.vocab").unlink()
     return str(directory)
+
+
+# Shared by the fine-tuning test modules: a tiny XLM-R with the real tokenizer, and NLI-shaped data files.
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, real_tokenizer) -> str:
+    from finetune_support import build_tiny_model_dir
+
+    return build_tiny_model_dir(tmp_path_factory.mktemp("tiny_xlmr"), real_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def nli_files(tmp_path_factory) -> dict:
+    from finetune_support import build_nli_files
+
+    return build_nli_files(tmp_path_factory.mktemp("nli_data"))

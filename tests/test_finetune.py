@@ -12,8 +12,6 @@ import time
 import pytest
 import torch
 from finetune_support import (
-    build_nli_files,
-    build_tiny_model_dir,
     finetune_args,
     markdown_table,
     predictions_of,
@@ -21,16 +19,6 @@ from finetune_support import (
 )
 
 from modeling_xlmr.cli import main
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory, real_tokenizer) -> str:
-    return build_tiny_model_dir(tmp_path_factory.mktemp("tiny_xlmr"), real_tokenizer)
-
-
-@pytest.fixture(scope="module")
-def nli_files(tmp_path_factory) -> dict:
-    return build_nli_files(tmp_path_factory.mktemp("nli_data"))
 
 
 # ------------------------------------------------------------------------------------------ 1. it learns

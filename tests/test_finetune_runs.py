@@ -8,20 +8,10 @@ import subprocess
 import sys
 
 import pytest
-from finetune_support import build_nli_files, build_tiny_model_dir, finetune_args, predictions_of, read_json
+from finetune_support import finetune_args, predictions_of, read_json
 from helpers import REPO_ROOT, accelerate_launch_command, run_without_package
 
 from modeling_xlmr.cli import main
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory, real_tokenizer) -> str:
-    return build_tiny_model_dir(tmp_path_factory.mktemp("tiny_xlmr"), real_tokenizer)
-
-
-@pytest.fixture(scope="module")
-def nli_files(tmp_path_factory) -> dict:
-    return build_nli_files(tmp_path_factory.mktemp("nli_data"))
 
 
 # ------------------------------------------------------------------------------------------ 2. DDP
