@@ -34,7 +34,7 @@ from transformers.modeling_outputs import (
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils.generic import can_return_tuple
 
-from .configuration_xlmr import XLMRConfig
+from .configuration_xlmr import AUTO_MAP, XLMRConfig
 from .fast_path import fast_layer_forward, fast_path_applies
 from .packing import PackedBatch, packed_attention
 
@@ -382,10 +382,9 @@ class XLMRModel(XLMRPreTrainedModel):
                 packed, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds
             ), None
         else:
-            embedding_output = self.embeddings(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
-            encoder_input = embedding_output
+            encoder_input = self.embeddings(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
             layer_mask = create_bidirectional_mask(
-                config=self.config, inputs_embeds=embedding_output, attention_mask=attention_mask
+                config=self.config, inputs_embeds=encoder_input, attention_mask=attention_mask
             )
 
         encoder_outputs = self.encoder(
@@ -611,18 +610,13 @@ class XLMRForMultipleChoice(XLMRPreTrainedModel):
         )
 
 
-XLMR_AUTO_CLASSES = {
-    XLMRModel: "AutoModel",
-    XLMRForMaskedLM: "AutoModelForMaskedLM",
-    XLMRForSequenceClassification: "AutoModelForSequenceClassification",
-    XLMRForTokenClassification: "AutoModelForTokenClassification",
-    XLMRForQuestionAnswering: "AutoModelForQuestionAnswering",
-    XLMRForMultipleChoice: "AutoModelForMultipleChoice",
-}
-# `save_pretrained` then copies this file (and the ones it imports relatively) beside the weights.
+# `save_pretrained` then copies this file (and the ones it imports relatively) beside the weights. The
+# auto classes come from the config's AUTO_MAP, so the registration and config.json's auto_map cannot drift.
 XLMRConfig.register_for_auto_class()
-for _model_class, _auto_class in XLMR_AUTO_CLASSES.items():
-    _model_class.register_for_auto_class(_auto_class)
+for _auto_class, _reference in AUTO_MAP.items():
+    _module_name, _class_name = _reference.split(".")
+    if _module_name == "modeling_xlmr":
+        globals()[_class_name].register_for_auto_class(_auto_class)
 
 __all__ = [
     "XLMRPreTrainedModel",
