@@ -27,6 +27,17 @@ HEADS_FILE = "classification_heads.safetensors"
 HEAD_TENSORS = ("dense.weight", "dense.bias", "out_proj.weight", "out_proj.bias")
 
 
+def read_heads_file(path: str | Path, names: list[str]) -> dict[str, dict[str, torch.Tensor]]:
+    """The named heads stored in a `classification_heads.safetensors` file: name -> head state dict."""
+    tensors = load_file(str(path))
+    heads = {}
+    for name in names:
+        heads[name] = {key: tensors[f"{name}.{key}"] for key in HEAD_TENSORS if f"{name}.{key}" in tensors}
+        if len(heads[name]) != len(HEAD_TENSORS):
+            raise OSError(f"{path} lacks some of head {name!r}'s tensors {list(HEAD_TENSORS)}; re-run `xlmr convert`.")
+    return heads
+
+
 def load_classification_heads(repo: str | Path) -> dict[str, dict[str, torch.Tensor]]:
     """Every fairseq classification head of a converted repo directory: name -> head state dict."""
     repo = Path(repo)
@@ -36,13 +47,7 @@ def load_classification_heads(repo: str | Path) -> dict[str, dict[str, torch.Ten
         return {}
     if not (repo / HEADS_FILE).is_file():
         raise OSError(f"{repo} lists classification heads {names} in config.json but has no {HEADS_FILE}.")
-    tensors = load_file(str(repo / HEADS_FILE))
-    heads = {}
-    for name in names:
-        heads[name] = {key: tensors[f"{name}.{key}"] for key in HEAD_TENSORS if f"{name}.{key}" in tensors}
-        if len(heads[name]) != len(HEAD_TENSORS):
-            raise OSError(f"{repo / HEADS_FILE} lacks some of head {name!r}'s tensors {list(HEAD_TENSORS)}.")
-    return heads
+    return read_heads_file(repo / HEADS_FILE, names)
 
 
-__all__ = ["HEADS_FILE", "HEAD_TENSORS", "load_classification_heads"]
+__all__ = ["HEADS_FILE", "HEAD_TENSORS", "load_classification_heads", "read_heads_file"]

@@ -10,13 +10,15 @@ from transformers import AutoTokenizer
 from transformers.activations import ACT2FN
 from transformers.utils import cached_file
 
+from conversion.heads import HEADS_FILE as CLASSIFICATION_HEADS_FILE  # the converter owns the format
+from conversion.heads import read_heads_file
+
 from .configuration_xlmr import XLMRConfig
 from .modeling_xlmr import XLMRClassificationHead, XLMRForMaskedLM, XLMRForSequenceClassification, XLMRModel
 
 # The converter writes the fairseq heads it did not make `classifier` into this file, keyed
 # `NAME.dense.weight`, `NAME.out_proj.bias`..., and describes them in
 # `config.fairseq_classification_heads = {NAME: {"num_classes": n, "labels": [...] | None}}`.
-CLASSIFICATION_HEADS_FILE = "classification_heads.safetensors"
 
 DTYPES = {
     "fp32": torch.float32,
@@ -143,14 +145,10 @@ def load_classification_heads(
             f"{name_or_path}: config.fairseq_classification_heads lists {sorted(described)} but "
             f"{CLASSIFICATION_HEADS_FILE} is missing; re-run `xlmr convert`."
         )
-    from safetensors.torch import load_file
-
-    tensors = load_file(path)
+    states = read_heads_file(path, list(described))
     heads = {}
     for name, description in described.items():
-        state = {key[len(name) + 1 :]: value for key, value in tensors.items() if key.startswith(f"{name}.")}
-        if set(state) != {"dense.weight", "dense.bias", "out_proj.weight", "out_proj.bias"}:
-            raise OSError(f"{path}: head {name!r} has tensors {sorted(state)}, expected dense.* and out_proj.*.")
+        state = states[name]
         inner_dim, input_dim = state["dense.weight"].shape
         head = FairseqClassificationHead(input_dim, inner_dim, state["out_proj.weight"].shape[0])
         head.load_state_dict(state)
