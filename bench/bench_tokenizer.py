@@ -4,8 +4,10 @@ All three encode the same lines (the multilingual CLDR corpus of the parity test
 XLM-R vocabulary (tokenizer.json shipped by the test extra's package; sentencepiece runs on the model derived from
 it). transformers' tokenizer and ours are called the same way, `tokenizer(batch)["input_ids"]`, in batches; raw
 sentencepiece is `SentencePieceProcessor.encode(batch)` (ids only, no fairseq mapping, no offsets, no Python
-objects per token), the floor. Also timed: ours with `verify_with_sentencepiece=False` (the `tokenizers` pipeline
-alone, without the check that makes ids fairseq's on every input).
+objects per token), the floor. Also timed: ours with `verify_with_sentencepiece=False` (our `tokenizers` pipeline
+alone, without sentencepiece; its ids differ from fairseq's on rare inputs). Ours by default takes the ids from
+sentencepiece and builds offsets/word ids with `tokenizers` only when they are read; a fourth line times that too
+(`return_offsets_mapping=True`, every row built by `tokenizers` and checked).
 
     python bench/bench_tokenizer.py [--batch-size 64] [--repeats 3] [--lines 20000]
 
@@ -82,6 +84,7 @@ def main() -> None:
     candidates = {
         "transformers XLMRobertaTokenizer": lambda batch: stock(batch)["input_ids"],
         "XLMRTokenizerFast (ours)": lambda batch: ours(batch)["input_ids"],
+        "ours, with offsets": lambda batch: ours(batch, return_offsets_mapping=True)["input_ids"],
         "ours, verify_with_sentencepiece=False": lambda batch: unverified(batch)["input_ids"],
         "raw sentencepiece encode": processor.encode,
     }

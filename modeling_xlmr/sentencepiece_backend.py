@@ -1,0 +1,447 @@
+"""The backend behind XLMRTokenizerFast: fairseq's ids straight from sentencepiece, `tokenizers` encodings on demand.
+
+The `tokenizers` pipeline built by `sentencepiece_conversion` agrees with sentencepiece on ordinary text, but two
+differences cannot be expressed with `tokenizers` components:
+
+* its `Precompiled` normalizer looks the charsmap up per grapheme cluster (whole cluster if < 6 bytes, else per
+  character) where sentencepiece takes the longest match at each position ("ｶﾞ" -> "ガ", "e" + two accents);
+* its Unigram lattice adds scores in float64 where sentencepiece uses float32, so near-ties (long runs of one
+  character) can resolve the other way.
+
+It is also about ten times slower per text than sentencepiece's C++ encoder. So ids come from sentencepiece (plus
+the fairseq dictionary mapping and the added tokens such as "<mask>"), and the padded/truncated id rows that
+transformers reads are built from them directly. Everything else a `tokenizers.Encoding` offers (offsets, word ids,
+tokens, overflowing windows...) is computed by the `tokenizers` pipeline only when asked for, checked against
+sentencepiece's ids, and rebuilt from sentencepiece's pieces for the rare text where the two disagree.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import sentencepiece
+from tokenizers import Encoding, Tokenizer, models
+
+from .sentencepiece_conversion import FAIRSEQ_UNK_ID
+
+# Rust's `char::is_whitespace` (Unicode White_Space), which `tokenizers` uses for an added token's lstrip/rstrip.
+_WHITESPACE = "[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*"
+
+
+class SentencePieceReference:
+    """fairseq's encoding of plain text: sentencepiece ids looked up by piece string in the fairseq vocabulary."""
+
+    def __init__(self, serialized_model: bytes, fairseq_vocab: dict[str, int]):
+        self.serialized_model = serialized_model
+        self.fairseq_vocab = fairseq_vocab
+        self.processor = sentencepiece.SentencePieceProcessor(model_proto=serialized_model)
+        pieces = self.processor.id_to_piece(list(range(self.processor.get_piece_size())))
+        self.spm_to_fairseq = [fairseq_vocab.get(piece, FAIRSEQ_UNK_ID) for piece in pieces]
+        self.spm_to_fairseq[self.processor.unk_id()] = FAIRSEQ_UNK_ID
+        self._normalizer = None
+
+    @property
+    def normalizer(self) -> sentencepiece.SentencePieceNormalizer:
+        if self._normalizer is None:  # only needed for the offsets of a text the pipeline gets wrong, which is rare
+            self._normalizer = sentencepiece.SentencePieceNormalizer(model_proto=self.serialized_model)
+        return self._normalizer
+
+    def ids(self, texts: list[str]) -> list[list[int]]:
+        lookup = self.spm_to_fairseq.__getitem__
+        return [list(map(lookup, ids)) for ids in self.processor.encode(texts, num_threads=1)]
+
+    def pieces_with_offsets(self, text: str, start: int = 0) -> tuple[list[str], list[tuple[int, int]]]:
+        """sentencepiece's pieces for `text` and the character span of each in the text (shifted by `start`)."""
+        normalized, origin = self.normalizer.normalize(text, with_offsets=True)
+        pieces = self.processor.encode(text, out_type=str)
+        if "".join(pieces) != normalized:  # would mean the two sentencepiece objects disagree
+            raise RuntimeError(f"sentencepiece pieces do not spell its normalized text for {text!r}")
+        offsets, position = [], 0
+        for piece in pieces:
+            end = position + len(piece)
+            offsets.append((start + origin[position], start + origin[end]))
+            position = end
+        return pieces, offsets
+
+
+class SentencePieceEncoding:
+    """One row of a batch, standing in for a `tokenizers.Encoding`.
+
+    `ids`, `attention_mask` and `type_ids` (all transformers reads by default) are built from sentencepiece's ids.
+    Any other attribute (`offsets`, `word_ids`, `tokens`, `special_tokens_mask`, `overflowing`, `char_to_token`...)
+    comes from the full `tokenizers.Encoding`, made by `build` on first use, with the same ids (checked).
+    """
+
+    __slots__ = ("_build", "_encoding", "_pad_type_id", "_spans", "attention_mask", "ids", "n_sequences")
+
+    def __init__(
+        self,
+        ids: list[int],
+        attention_mask: list[int],
+        n_sequences: int,
+        pad_type_id: int,
+        build: Callable | None = None,
+    ):
+        self.ids, self.attention_mask, self.n_sequences, self._pad_type_id = (
+            ids,
+            attention_mask,
+            n_sequences,
+            pad_type_id,
+        )
+        self._build, self._encoding, self._spans = build, None, None
+
+    @classmethod
+    def wrap(cls, encoding: Encoding, spans: tuple | None) -> SentencePieceEncoding:
+        """An already built encoding, with the character spans of any sequence rebuilt from sentencepiece's pieces."""
+        row = cls(encoding.ids, encoding.attention_mask, encoding.n_sequences, 0)
+        row._encoding, row._spans = encoding, spans
+        return row
+
+    @classmethod
+    def padded(cls, ids: list[int], n_sequences: int, padding: dict | None, length: int | None, build: Callable):
+        """A row of `ids` padded to `length` as `padding` says (tokenizers' rules), built by `build` when needed."""
+        attention_mask, pad_type_id = [1] * len(ids), 0
+        if length is not None and length > len(ids):
+            missing, pad_type_id = length - len(ids), padding["pad_type_id"]
+            if padding["direction"] == "left":
+                ids, attention_mask = [padding["pad_id"]] * missing + ids, [0] * missing + attention_mask
+            else:
+                ids, attention_mask = ids + [padding["pad_id"]] * missing, attention_mask + [0] * missing
+        return cls(ids, attention_mask, n_sequences, pad_type_id, build)
+
+    @property
+    def encoding(self) -> Encoding:
+        if self._encoding is None:
+            encoding, self._spans = self._build()
+            if encoding.ids != self.ids:  # a bug in this module, never a property of the text
+                raise RuntimeError(f"XLMRTokenizerFast built two different encodings: {self.ids} vs {encoding.ids}")
+            self._encoding, self._build = encoding, None
+        return self._encoding
+
+    @property
+    def type_ids(self) -> list[int]:
+        if self._encoding is not None:
+            return self._encoding.type_ids
+        # XLM-R has one token type: every text token is 0, padding gets the pad type id
+        return [0 if real else self._pad_type_id for real in self.attention_mask]
+
+    @property
+    def offsets(self) -> list[tuple[int, int]]:
+        encoding = self.encoding
+        if self._spans is None:
+            return encoding.offsets
+        # Texts rebuilt from sentencepiece's pieces went through `tokenizers` as pre-split words: use their spans.
+        offsets = []
+        for offset, word, sequence in zip(encoding.offsets, encoding.word_ids, encoding.sequence_ids):
+            sequence_spans = self._spans[sequence] if sequence is not None else None
+            offsets.append(sequence_spans[word] if sequence_spans is not None and word is not None else offset)
+        return offsets
+
+    @property
+    def overflowing(self) -> list[SentencePieceEncoding]:
+        return [SentencePieceEncoding.wrap(window, self._spans) for window in self.encoding.overflowing]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.encoding, name)
+
+    def __reduce__(
+        self,
+    ):  # pickles (DataLoader workers, datasets) as the plain `tokenizers.Encoding`
+        return (_same, (self.encoding,))
+
+
+def _same(value):
+    return value
+
+
+class SentencePieceBackend:
+    """Wraps the `tokenizers.Tokenizer` so `encode_batch` returns fairseq's ids for every text, fast.
+
+    transformers sets the backend's truncation/padding and calls `encode_batch`; every other attribute is the
+    wrapped tokenizer's. Each text's ids come from sentencepiece (added tokens such as "<mask>" cut out first, as
+    the backend's added vocabulary does); `<s> A </s></s> B </s>`, truncation and padding are applied to them as the
+    backend's settings say. A row whose truncation is not a plain cut (pairs, strides) is built by `tokenizers` at
+    once; the others only when an attribute beyond the ids is read.
+    """
+
+    def __init__(self, backend: Tokenizer, reference: SentencePieceReference):
+        object.__setattr__(self, "_backend", backend)
+        object.__setattr__(self, "_reference", reference)
+        object.__setattr__(self, "_word_level", None)
+        object.__setattr__(self, "_added_pattern", (None, None, [], None))
+        object.__setattr__(self, "_template_state", _template_state(backend.post_processor))
+        object.__setattr__(self, "_lock", threading.RLock())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._backend, name, value)
+
+    def __reduce__(self):
+        return (type(self), (self._backend, self._reference))
+
+    def reference_ids_of_plain_text(self, text: str) -> list[int]:
+        """fairseq's ids for `text` with no added token kept whole (what `split_special_tokens=True` gives)."""
+        return self._reference.ids([text])[0]
+
+    def encode(self, sequence, pair=None, is_pretokenized: bool = False, add_special_tokens: bool = True):
+        item = sequence if pair is None else (sequence, pair)
+        return self.encode_batch([item], add_special_tokens=add_special_tokens, is_pretokenized=is_pretokenized)[0]
+
+    def encode_batch(self, inputs, add_special_tokens: bool = True, is_pretokenized: bool = False):
+        backend = self._backend
+        if is_pretokenized:  # words chosen by the caller: sentencepiece has no equivalent to check against
+            return backend.encode_batch(inputs, add_special_tokens=add_special_tokens, is_pretokenized=True)
+        items = [
+            (item,) if isinstance(item, str) else tuple(text for text in item if text is not None) for item in inputs
+        ]
+        contents = iter(self._reference_ids([text for item in items for text in item])[0])
+        batch = _Batch(self, items, [[next(contents) for _ in item] for item in items], add_special_tokens)
+        # A template set by the user (not fairseq's) is applied by `tokenizers` itself.
+        fast = batch.own_template
+        rows = [_fast_ids(parts, add_special_tokens, batch.truncation) if fast else None for parts in batch.parts]
+        built = [index for index, row in enumerate(rows) if row is None]  # not a plain cut: `tokenizers` builds it
+        for index, (encoding, spans) in zip(built, self._build_encodings(batch, built)):
+            rows[index] = SentencePieceEncoding.wrap(encoding, spans)
+        batch.length = _padded_length(batch.padding, [len(row) for row in rows])
+        batch.lazy_rows = [index for index, row in enumerate(rows) if isinstance(row, list)]
+        for index, row in enumerate(rows):
+            if isinstance(row, list):
+                build = functools.partial(batch.build, index)
+                rows[index] = SentencePieceEncoding.padded(row, len(items[index]), batch.padding, batch.length, build)
+            elif batch.length is not None:
+                row.encoding.pad(batch.length, **_pad_arguments(batch.padding))
+                row.ids, row.attention_mask = row.encoding.ids, row.encoding.attention_mask
+        return rows
+
+    def _build_encodings(self, batch: _Batch, indices: list[int]) -> list[tuple[Encoding, tuple | None]]:
+        """The `tokenizers.Encoding` of each chosen item of `batch` (ids equal to its sentencepiece ids), unpadded.
+
+        Each comes with the character span of each word of each text where an item had to be spelled with
+        sentencepiece's pieces (the pipeline disagrees with sentencepiece on one of its texts), else None.
+        """
+        if not indices:
+            return []
+        backend, results = self._backend, {}
+        inputs = [batch.items[index][0] if len(batch.items[index]) == 1 else batch.items[index] for index in indices]
+        with self._lock, _SplitSpecialTokens(backend, batch.split_special_tokens):
+            with self._settings(truncation=batch.truncation, padding=None):
+                encodings = backend.encode_batch(inputs, add_special_tokens=batch.add_special_tokens)
+            doubtful = []  # truncated (the visible ids say nothing of the rest) or not the expected ids
+            for position, (index, encoding) in enumerate(zip(indices, encodings)):
+                expected = _fast_ids(batch.parts[index], batch.add_special_tokens, None)
+                if batch.own_template and encoding.ids == expected:
+                    results[index] = (encoding, None)
+                else:
+                    doubtful.append(position)
+            if doubtful:
+                with self._settings(truncation=None, padding=None):
+                    untruncated = backend.encode_batch(
+                        [inputs[position] for position in doubtful], add_special_tokens=False
+                    )
+            for position, whole in zip(doubtful, untruncated if doubtful else []):
+                index = indices[position]
+                parts = batch.parts[index]
+                if whole.ids == [i for text_ids in parts for i in text_ids] and (
+                    len(parts) == 1 or whole.sequence_ids.count(0) == len(parts[0])
+                ):
+                    results[index] = (encodings[position], None)
+                else:
+                    item = batch.items[index]
+                    results[index] = self._encode_from_pieces(item, batch.add_special_tokens, batch.truncation)
+        return [results[index] for index in indices]
+
+    def _settings(self, truncation: dict | None, padding: dict | None):
+        return _BackendSettings(self._backend, truncation, padding)
+
+    def _reference_ids(self, texts: list[str]) -> tuple[list[list[int]], list[list]]:
+        """fairseq's ids of each text (added tokens such as "<mask>" kept whole), and the text's parts."""
+        pattern, token_ids, quick_test = self._added_tokens_pattern()
+        segments = [
+            _split_added_tokens(text, pattern, token_ids)
+            if quick_test is not None and quick_test.search(text)  # cheap test first: most texts have none
+            else [(0, len(text), None)]
+            for text in texts
+        ]
+        plain = [
+            text[start:end]
+            for text, parts in zip(texts, segments)
+            for start, end, token_id in parts
+            if token_id is None
+        ]
+        plain_ids = iter(self._reference.ids(plain))
+        expected = []
+        for parts in segments:
+            if len(parts) == 1 and parts[0][2] is None:
+                expected.append(next(plain_ids))
+                continue
+            ids = []
+            for _, _, token_id in parts:
+                ids += next(plain_ids) if token_id is None else [token_id]
+            expected.append(ids)
+        return expected, segments
+
+    def _encode_from_pieces(self, pair, add_special_tokens, truncation):
+        """The item spelled with sentencepiece's pieces (the pipeline disagrees with it), and each piece's span."""
+        words, spans = [], []
+        for text in pair:
+            text_words, text_spans = [], []
+            for start, end, token_id in self._reference_ids([text])[1][0]:
+                if token_id is None:
+                    pieces, offsets = self._reference.pieces_with_offsets(text[start:end], start)
+                    text_words += pieces
+                    text_spans += offsets
+                else:
+                    text_words.append(self._backend.id_to_token(token_id))
+                    text_spans.append((start, end))
+            words.append(text_words)
+            spans.append(text_spans)
+        vocab = self._backend.get_vocab(with_added_tokens=True)
+        if self._word_level is None or self._word_level.get_vocab_size() != len(vocab):
+            # each piece is a word mapped whole to its fairseq id; the template and truncation are the backend's
+            word_level = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+            object.__setattr__(self, "_word_level", word_level)
+        word_level = self._word_level
+        word_level.post_processor = self._backend.post_processor
+        _apply_settings(word_level, truncation, None)
+        encoding = word_level.encode(*words, is_pretokenized=True, add_special_tokens=add_special_tokens)
+        return encoding, (*spans, None)
+
+    def _added_tokens_pattern(
+        self,
+    ) -> tuple[re.Pattern | None, list[int], re.Pattern | None]:
+        """One regex alternative (one capturing group) per added token, longest first; their ids; a quick test."""
+        added = self._backend.get_added_tokens_decoder()
+        skip_special = self._backend.encode_special_tokens  # split_special_tokens=True: specials are plain text
+        if skip_special:
+            added = {token_id: token for token_id, token in added.items() if not token.special}
+        cache_key, *cached = self._added_pattern
+        if cache_key != (len(added), skip_special):
+            alternatives, token_ids = [], []
+            for token_id, token in sorted(added.items(), key=lambda item: -len(item[1].content)):
+                left = _WHITESPACE if token.lstrip else ""
+                right = _WHITESPACE if token.rstrip else ""
+                alternatives.append(f"{left}({re.escape(token.content)}){right}")
+                token_ids.append(token_id)
+            pattern = re.compile("|".join(alternatives)) if alternatives else None
+            contents = sorted({token.content for token in added.values()}, key=len, reverse=True)
+            quick_test = re.compile("|".join(map(re.escape, contents))) if contents else None
+            cached = [pattern, token_ids, quick_test]
+            object.__setattr__(self, "_added_pattern", ((len(added), skip_special), *cached))
+        return tuple(cached)
+
+
+class _Batch:
+    """What one `encode_batch` call was asked, kept so its rows can be built by `tokenizers` later, all at once."""
+
+    def __init__(self, backend: SentencePieceBackend, items: list[tuple], parts: list[list], add_special_tokens: bool):
+        tokenizer = backend._backend
+        self.backend, self.items, self.parts, self.add_special_tokens = backend, items, parts, add_special_tokens
+        self.truncation, self.padding = tokenizer.truncation, tokenizer.padding
+        self.split_special_tokens = tokenizer.encode_special_tokens
+        self.own_template = (
+            not add_special_tokens or _template_state(tokenizer.post_processor) == backend._template_state
+        )
+        self.length, self.lazy_rows = None, []
+        self._encodings = None
+
+    def build(self, index: int) -> tuple[Encoding, tuple | None]:
+        """Row `index`'s encoding, padded as the call asked; the first call builds every lazy row of the batch."""
+        if self._encodings is None:
+            self._encodings = dict(
+                zip(range(len(self.items)), self.backend._build_encodings(self, range(len(self.items))))
+            )
+            if self.length is not None:
+                for encoding, _ in self._encodings.values():
+                    encoding.pad(self.length, **_pad_arguments(self.padding))
+        return self._encodings[index]
+
+
+class _SplitSpecialTokens:
+    """Sets the backend's `encode_special_tokens` for a `with` block, as it was for the call that made a row."""
+
+    def __init__(self, backend: Tokenizer, value: bool):
+        self.backend, self.value = backend, value
+
+    def __enter__(self):
+        self.saved = self.backend.encode_special_tokens
+        self.backend.encode_special_tokens = self.value
+
+    def __exit__(self, *exc_info):
+        self.backend.encode_special_tokens = self.saved
+
+
+class _BackendSettings:
+    """Sets the backend's truncation/padding for a `with` block and puts the caller's settings back after it."""
+
+    def __init__(self, backend: Tokenizer, truncation: dict | None, padding: dict | None):
+        self.backend, self.truncation, self.padding = backend, truncation, padding
+
+    def __enter__(self):
+        self.saved = self.backend.truncation, self.backend.padding
+        _apply_settings(self.backend, self.truncation, self.padding)
+
+    def __exit__(self, *exc_info):
+        _apply_settings(self.backend, *self.saved)
+
+
+def _apply_settings(backend: Tokenizer, truncation: dict | None, padding: dict | None) -> None:
+    if backend.truncation != truncation:
+        backend.no_truncation() if truncation is None else backend.enable_truncation(**truncation)
+    if backend.padding != padding:
+        backend.no_padding() if padding is None else backend.enable_padding(**padding)
+
+
+def _template_state(post_processor) -> str | None:
+    return None if post_processor is None else post_processor.__getstate__()
+
+
+def _fast_ids(parts: list[list[int]], add_special_tokens: bool, truncation: dict | None) -> list[int] | None:
+    """`<s> A </s>` / `<s> A </s></s> B </s>` (or A, A + B) as the backend would give it, None if not a plain cut."""
+    if add_special_tokens:
+        ids = [0, *parts[0], 2] if len(parts) == 1 else [0, *parts[0], 2, 2, *parts[1], 2]
+    else:
+        ids = parts[0] if len(parts) == 1 else parts[0] + parts[1]
+    if truncation is None or len(ids) <= truncation["max_length"]:
+        return ids
+    budget = truncation["max_length"] - (len(ids) - len(parts[0]))  # what is left for the text's own ids
+    if len(parts) != 1 or truncation["stride"] or truncation["strategy"] == "only_second" or budget <= 0:
+        return None  # pairs, overflow strides and errors are `tokenizers`' to decide
+    kept = parts[0][:budget] if truncation["direction"] == "right" else parts[0][len(parts[0]) - budget :]
+    return [0, *kept, 2] if add_special_tokens else kept
+
+
+def _padded_length(padding: dict | None, lengths: list[int]) -> int | None:
+    """The length every row is padded to (tokenizers' rule), None without padding."""
+    if padding is None or not lengths:
+        return None
+    length = padding["length"] or max(lengths)
+    multiple = padding.get("pad_to_multiple_of")
+    if multiple:
+        length = -(-length // multiple) * multiple
+    return length
+
+
+def _pad_arguments(padding: dict) -> dict:
+    return {key: padding[key] for key in ("direction", "pad_id", "pad_type_id", "pad_token")}
+
+
+def _split_added_tokens(text: str, pattern: re.Pattern, token_ids: list[int]) -> list[tuple]:
+    """(start, end, added token id or None) parts of `text`, as the backend's added vocabulary splits it."""
+    parts, position = [], 0
+    for match in pattern.finditer(text):
+        if match.start() > position:
+            parts.append((position, match.start(), None))
+        parts.append((match.start(), match.end(), token_ids[match.lastindex - 1]))
+        position = match.end()
+    if position < len(text) or not parts:
+        parts.append((position, len(text), None))
+    return parts
