@@ -26,14 +26,7 @@ from typing import Any
 import sentencepiece
 from tokenizers import Encoding, Tokenizer, models
 
-from .sentencepiece_conversion import (
-    CONTROL,
-    FAIRSEQ_SPECIAL_TOKENS,
-    FAIRSEQ_UNK_ID,
-    MASK_TOKEN,
-    NORMAL,
-    UNKNOWN,
-)
+from .sentencepiece_conversion import FAIRSEQ_UNK_ID, renumbered_in_fairseq_order
 
 # Rust's `char::is_whitespace` (Unicode White_Space), which `tokenizers` uses for an added token's lstrip/rstrip.
 _WHITESPACE = "[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*"
@@ -45,15 +38,16 @@ class SentencePieceReference:
     def __init__(self, serialized_model: bytes, fairseq_vocab: dict[str, int]):
         self.serialized_model = serialized_model
         self.fairseq_vocab = fairseq_vocab
-        in_fairseq_order = _in_fairseq_order(serialized_model, fairseq_vocab)
+        self.processor = sentencepiece.SentencePieceProcessor(model_proto=serialized_model)
+        pieces = self.processor.id_to_piece(list(range(self.processor.get_piece_size())))
+        self.spm_to_fairseq = [fairseq_vocab.get(piece, FAIRSEQ_UNK_ID) for piece in pieces]
+        self.spm_to_fairseq[self.processor.unk_id()] = FAIRSEQ_UNK_ID
         # With the pieces renumbered in fairseq's order (the released models' case), sentencepiece's ids are
-        # fairseq's and need no per-id lookup.
-        self.processor = sentencepiece.SentencePieceProcessor(model_proto=in_fairseq_order or serialized_model)
-        self.spm_to_fairseq = None
-        if in_fairseq_order is None:
-            pieces = self.processor.id_to_piece(list(range(self.processor.get_piece_size())))
-            self.spm_to_fairseq = [fairseq_vocab.get(piece, FAIRSEQ_UNK_ID) for piece in pieces]
-            self.spm_to_fairseq[self.processor.unk_id()] = FAIRSEQ_UNK_ID
+        # fairseq's and need no lookup per id.
+        renumbered = renumbered_in_fairseq_order(serialized_model, self.spm_to_fairseq)
+        self.direct = renumbered is not None
+        if self.direct:
+            self.processor = sentencepiece.SentencePieceProcessor(model_proto=renumbered)
         self._normalizer = None
 
     @property
@@ -63,7 +57,7 @@ class SentencePieceReference:
         return self._normalizer
 
     def ids(self, texts: list[str]) -> list[list[int]]:
-        if self.spm_to_fairseq is None:
+        if self.direct:
             return self.processor.encode(texts, num_threads=1)
         lookup = self.spm_to_fairseq.__getitem__
         return [list(map(lookup, ids)) for ids in self.processor.encode(texts, num_threads=1)]
@@ -80,42 +74,6 @@ class SentencePieceReference:
             offsets.append((start + origin[position], start + origin[end]))
             position = end
         return pieces, offsets
-
-
-def _in_fairseq_order(serialized_model: bytes, fairseq_vocab: dict[str, int]) -> bytes | None:
-    """The same sentencepiece model with its pieces numbered as fairseq numbers them, or None if it cannot be.
-
-    A unigram model's segmentation depends on the pieces' strings and scores, not on their order, so the
-    renumbered model segments exactly as the original. That needs fairseq's vocabulary to be `<s> <pad> </s>
-    <unk>`, then exactly sentencepiece's normal pieces (in any order), then `<mask>`: true of the released XLM-R
-    models, not of a `dict.txt` that drops or adds symbols.
-    """
-    from sentencepiece import sentencepiece_model_pb2
-
-    proto = sentencepiece_model_pb2.ModelProto()
-    proto.ParseFromString(serialized_model)
-    symbols = sorted(fairseq_vocab, key=fairseq_vocab.__getitem__)
-    if [fairseq_vocab[symbol] for symbol in symbols] != list(range(len(symbols))):
-        return None
-    normal = {piece.piece: piece for piece in proto.pieces if piece.type == NORMAL}
-    body = symbols[len(FAIRSEQ_SPECIAL_TOKENS) : -1]
-    if tuple(symbols[: len(FAIRSEQ_SPECIAL_TOKENS)]) != FAIRSEQ_SPECIAL_TOKENS or symbols[-1] != MASK_TOKEN:
-        return None
-    if len(body) != len(normal) or any(symbol not in normal for symbol in body):
-        return None
-    if any(piece.type not in (NORMAL, UNKNOWN, CONTROL) for piece in proto.pieces):
-        return None  # byte-fallback or user-defined pieces: keep the original numbering
-    renumbered = sentencepiece_model_pb2.ModelProto()
-    renumbered.CopyFrom(proto)
-    del renumbered.pieces[:]
-    for symbol, piece_type in zip(FAIRSEQ_SPECIAL_TOKENS, (CONTROL, CONTROL, CONTROL, UNKNOWN)):
-        renumbered.pieces.add(piece=symbol, score=0.0, type=piece_type)
-    for symbol in body:
-        renumbered.pieces.append(normal[symbol])
-    trainer = renumbered.trainer_spec
-    trainer.bos_id, trainer.pad_id, trainer.eos_id, trainer.unk_id = range(len(FAIRSEQ_SPECIAL_TOKENS))
-    trainer.bos_piece, trainer.pad_piece, trainer.eos_piece, trainer.unk_piece = FAIRSEQ_SPECIAL_TOKENS
-    return renumbered.SerializeToString()
 
 
 class SentencePieceEncoding:
@@ -136,13 +94,8 @@ class SentencePieceEncoding:
         pad_type_id: int,
         build: Callable | None = None,
     ):
-        self.ids, self.attention_mask, self.n_sequences, self._pad_type_id = (
-            ids,
-            attention_mask,
-            n_sequences,
-            pad_type_id,
-        )
-        self._build, self._encoding, self._spans = build, None, None
+        self.ids, self.attention_mask, self.n_sequences = ids, attention_mask, n_sequences
+        self._pad_type_id, self._build, self._encoding, self._spans = pad_type_id, build, None, None
 
     @classmethod
     def wrap(cls, encoding: Encoding, spans: tuple | None) -> SentencePieceEncoding:
@@ -201,9 +154,7 @@ class SentencePieceEncoding:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.encoding, name)
 
-    def __reduce__(
-        self,
-    ):  # pickles (DataLoader workers, datasets) as the plain `tokenizers.Encoding`
+    def __reduce__(self):  # pickles (DataLoader workers, datasets) as the plain `tokenizers.Encoding`
         return (_same, (self.encoding,))
 
 
@@ -292,12 +243,11 @@ class SentencePieceBackend:
                     results[index] = (encoding, None)
                 else:
                     doubtful.append(position)
+            untruncated = []
             if doubtful:
                 with self._settings(truncation=None, padding=None):
-                    untruncated = backend.encode_batch(
-                        [inputs[position] for position in doubtful], add_special_tokens=False
-                    )
-            for position, whole in zip(doubtful, untruncated if doubtful else []):
+                    untruncated = backend.encode_batch([inputs[p] for p in doubtful], add_special_tokens=False)
+            for position, whole in zip(doubtful, untruncated):
                 index = indices[position]
                 parts = batch.parts[index]
                 if whole.ids == [i for text_ids in parts for i in text_ids] and (

@@ -151,6 +151,55 @@ def build_backend_tokenizer(proto, dict_symbols: list[str] | None = None) -> Tok
     return tokenizer
 
 
+def renumbered_in_fairseq_order(serialized_model: bytes, spm_to_fairseq: list[int]) -> bytes | None:
+    """The same sentencepiece model with its pieces numbered as fairseq numbers them, or None if it cannot be.
+
+    `spm_to_fairseq[i]` is the fairseq id of sentencepiece's piece `i`. For the released models (and any
+    `dict.txt` written in sentencepiece's order) every piece after `<unk> <s> </s>` sits at its id + 1: then
+    inserting `<pad>` and moving `<unk>` to 3 gives a model whose ids are fairseq's. A unigram model segments
+    by the pieces' strings and scores, not their ids, so it segments exactly as the original.
+    """
+    if spm_to_fairseq[3:] != list(range(4, len(spm_to_fairseq) + 1)):
+        return None  # a reordered or partial dict.txt: fairseq's ids need a lookup per piece
+    try:
+        pb2 = _model_pb2()
+    except ImportError:  # no protobuf (remote code in a bare environment): the caller looks ids up instead
+        return None
+    # Parsing all 250k pieces into Python objects takes most of a second, so the bytes are spliced instead:
+    # protobuf appends repeated fields and merges singular messages when serialized messages are concatenated,
+    # and a serializer writes field 1 (`pieces`) first. Drop the first three pieces' bytes, put the four
+    # fairseq specials in front and a trainer_spec with the new special ids behind.
+    start = 0
+    for expected in (("<unk>", UNKNOWN), ("<s>", CONTROL), ("</s>", CONTROL)):
+        if serialized_model[start : start + 1] != b"\n":  # field 1, length-delimited
+            return None
+        length, payload_start = _read_varint(serialized_model, start + 1)
+        piece = pb2.ModelProto.SentencePiece.FromString(serialized_model[payload_start : payload_start + length])
+        if (piece.piece, piece.type) != expected:
+            return None
+        start = payload_start + length
+    front = pb2.ModelProto()
+    for symbol, piece_type in zip(FAIRSEQ_SPECIAL_TOKENS, (CONTROL, CONTROL, CONTROL, UNKNOWN)):
+        front.pieces.add(piece=symbol, score=0.0, type=piece_type)
+    back = pb2.ModelProto()
+    trainer = back.trainer_spec
+    trainer.bos_id, trainer.pad_id, trainer.eos_id, trainer.unk_id = range(len(FAIRSEQ_SPECIAL_TOKENS))
+    trainer.bos_piece, trainer.pad_piece, trainer.eos_piece, trainer.unk_piece = FAIRSEQ_SPECIAL_TOKENS
+    return front.SerializeToString() + serialized_model[start:] + back.SerializeToString()
+
+
+def _read_varint(data: bytes, position: int) -> tuple[int, int]:
+    """A protobuf base-128 varint at `position`: (value, position after it)."""
+    value = shift = 0
+    while True:
+        byte = data[position]
+        value |= (byte & 0x7F) << shift
+        position += 1
+        if byte < 0x80:
+            return value, position
+        shift += 7
+
+
 def is_converted_here(tokenizer: Tokenizer) -> bool:
     """Whether a loaded tokenizer.json came from `build_backend_tokenizer` (its normalizer ends in the dummy prefix).
 

@@ -35,6 +35,7 @@ def mismatches(tokenizer, reference, texts, **kwargs) -> list[str]:
 
 
 def test_real_vocabulary_corpus_parity(real_tokenizer, real_spm_model, tokenizer_corpus):
+    assert real_tokenizer.backend_tokenizer._reference.direct  # sentencepiece renumbered in fairseq's order
     assert mismatches(real_tokenizer, fairseq_reference(real_spm_model), tokenizer_corpus) == []
 
 
@@ -61,7 +62,7 @@ def test_dict_order_decides_ids(trained_fairseq_dir, tokenizer_corpus, tmp_path)
     (tmp_path / "sentencepiece.bpe.model").write_bytes(processor.serialized_model_proto())
 
     tokenizer = XLMRTokenizerFast.from_pretrained(str(tmp_path))
-    assert tokenizer.backend_tokenizer._reference.spm_to_fairseq is not None  # looked up piece by piece
+    assert not tokenizer.backend_tokenizer._reference.direct  # looked up piece by piece
     reference = fairseq_reference(str(tmp_path / "sentencepiece.bpe.model"), symbols)
     texts = tokenizer_corpus[::5] + list(ADVERSARIAL_STRINGS) + [dropped.replace("\u2581", " ")]
     assert mismatches(tokenizer, reference, texts, split_special_tokens=True) == []
@@ -95,17 +96,19 @@ def test_backend_alone_matches_on_the_corpus(real_spm_model, real_backend, token
     assert [text for text, a, b in zip(tokenizer_corpus, ours, expected) if a != b] == []
 
 
-def test_reordered_complete_dict(trained_fairseq_dir, tokenizer_corpus, tmp_path):
-    """A dict.txt holding every piece in another order: sentencepiece is renumbered in fairseq's order (no
-    lookup per id), and must still segment exactly as the original model."""
+def test_dict_in_sentencepiece_order_with_extra_symbols(trained_fairseq_dir, tokenizer_corpus, tmp_path):
+    """dict.txt in sentencepiece's order (as fairseq's preprocessing writes it), plus symbols sentencepiece never
+    emits (fairseq pads some dictionaries with `madeupword` entries): sentencepiece is renumbered in fairseq's
+    order (no lookup per id) and must still segment exactly as the original model."""
     processor = sentencepiece.SentencePieceProcessor(model_file=f"{trained_fairseq_dir}/sentencepiece.bpe.model")
     symbols = [processor.id_to_piece(i) for i in range(3, processor.get_piece_size())]
-    random.Random(1).shuffle(symbols)
+    symbols += [f"madeupword{i:04d}" for i in range(3)]
     (tmp_path / "dict.txt").write_text("".join(f"{symbol} 7\n" for symbol in symbols), encoding="utf-8")
     (tmp_path / "sentencepiece.bpe.model").write_bytes(processor.serialized_model_proto())
 
     tokenizer = XLMRTokenizerFast.from_pretrained(str(tmp_path))
-    assert tokenizer.backend_tokenizer._reference.spm_to_fairseq is None  # the renumbered model answers directly
+    assert tokenizer.backend_tokenizer._reference.direct  # the renumbered model answers with fairseq's ids
+    assert tokenizer.mask_token_id == len(symbols) + 4
     reference = fairseq_reference(str(tmp_path / "sentencepiece.bpe.model"), symbols)
     texts = tokenizer_corpus + list(ADVERSARIAL_STRINGS) + ["\x00 unknown: \U0001f9ff\U0001fae8"]
     assert mismatches(tokenizer, reference, texts, split_special_tokens=True) == []
