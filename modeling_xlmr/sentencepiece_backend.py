@@ -17,6 +17,7 @@ sentencepiece's ids, and rebuilt from sentencepiece's pieces for the rare text w
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import threading
@@ -26,35 +27,48 @@ from typing import Any
 import sentencepiece
 from tokenizers import Encoding, Tokenizer, models
 
-from .sentencepiece_conversion import FAIRSEQ_UNK_ID, renumbered_in_fairseq_order
+from .sentencepiece_conversion import FAIRSEQ_SPECIAL_TOKENS, FAIRSEQ_UNK_ID, renumbered_in_fairseq_order
 
 # Rust's `char::is_whitespace` (Unicode White_Space), which `tokenizers` uses for an added token's lstrip/rstrip.
 _WHITESPACE = "[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*"
 
 
 class SentencePieceReference:
-    """fairseq's encoding of plain text: sentencepiece ids looked up by piece string in the fairseq vocabulary."""
+    """fairseq's encoding of plain text: sentencepiece's pieces numbered by the fairseq vocabulary.
+
+    For the released models (a dict.txt in sentencepiece's order) sentencepiece runs on the model renumbered in
+    fairseq's order and its ids are fairseq's; otherwise each piece is looked up by string, as fairseq does.
+    """
 
     def __init__(self, serialized_model: bytes, fairseq_vocab: dict[str, int]):
         self.serialized_model = serialized_model
         self.fairseq_vocab = fairseq_vocab
+        self.spm_to_fairseq = None  # per-id lookup, when renumbering cannot give fairseq's ids
+        renumbered = renumbered_in_fairseq_order(serialized_model)
+        if renumbered is not None:
+            self.processor = sentencepiece.SentencePieceProcessor(model_proto=renumbered)
+            if self._numbers_match(fairseq_vocab):
+                return
         self.processor = sentencepiece.SentencePieceProcessor(model_proto=serialized_model)
         pieces = self.processor.id_to_piece(list(range(self.processor.get_piece_size())))
         self.spm_to_fairseq = [fairseq_vocab.get(piece, FAIRSEQ_UNK_ID) for piece in pieces]
         self.spm_to_fairseq[self.processor.unk_id()] = FAIRSEQ_UNK_ID
-        # With the pieces renumbered in fairseq's order (the released models' case), sentencepiece's ids are
-        # fairseq's and need no lookup per id.
-        renumbered = renumbered_in_fairseq_order(serialized_model, self.spm_to_fairseq)
-        self.direct = renumbered is not None
-        if self.direct:
-            self.processor = sentencepiece.SentencePieceProcessor(model_proto=renumbered)
-        self._normalizer = None
 
     @property
+    def direct(self) -> bool:
+        """Whether sentencepiece's ids are fairseq's as they come (the renumbered model)."""
+        return self.spm_to_fairseq is None
+
+    def _numbers_match(self, fairseq_vocab: dict[str, int]) -> bool:
+        """Every normal piece of the renumbered model has its own id in the fairseq vocabulary."""
+        first = len(FAIRSEQ_SPECIAL_TOKENS)
+        pieces = self.processor.id_to_piece(list(range(first, self.processor.get_piece_size())))
+        return all(fairseq_vocab.get(piece) == piece_id for piece_id, piece in enumerate(pieces, first))
+
+    @functools.cached_property
     def normalizer(self) -> sentencepiece.SentencePieceNormalizer:
-        if self._normalizer is None:  # only needed for the offsets of a text the pipeline gets wrong, which is rare
-            self._normalizer = sentencepiece.SentencePieceNormalizer(model_proto=self.serialized_model)
-        return self._normalizer
+        # only needed for the offsets of a text the pipeline gets wrong, which is rare
+        return sentencepiece.SentencePieceNormalizer(model_proto=self.serialized_model)
 
     def ids(self, texts: list[str]) -> list[list[int]]:
         if self.direct:
@@ -233,19 +247,17 @@ class SentencePieceBackend:
             return []
         backend, results = self._backend, {}
         inputs = [batch.items[index][0] if len(batch.items[index]) == 1 else batch.items[index] for index in indices]
-        with self._lock, _SplitSpecialTokens(backend, batch.split_special_tokens):
-            with self._settings(truncation=batch.truncation, padding=None):
-                encodings = backend.encode_batch(inputs, add_special_tokens=batch.add_special_tokens)
+        with self._lock, _backend_settings(backend, batch.truncation, batch.split_special_tokens):
+            encodings = backend.encode_batch(inputs, add_special_tokens=batch.add_special_tokens)
             doubtful = []  # truncated (the visible ids say nothing of the rest) or not the expected ids
             for position, (index, encoding) in enumerate(zip(indices, encodings)):
-                expected = _fast_ids(batch.parts[index], batch.add_special_tokens, None)
-                if batch.own_template and encoding.ids == expected:
+                if batch.own_template and encoding.ids == _fast_ids(batch.parts[index], batch.add_special_tokens, None):
                     results[index] = (encoding, None)
                 else:
                     doubtful.append(position)
             untruncated = []
             if doubtful:
-                with self._settings(truncation=None, padding=None):
+                with _backend_settings(backend, None, batch.split_special_tokens):
                     untruncated = backend.encode_batch([inputs[p] for p in doubtful], add_special_tokens=False)
             for position, whole in zip(doubtful, untruncated):
                 index = indices[position]
@@ -258,9 +270,6 @@ class SentencePieceBackend:
                     item = batch.items[index]
                     results[index] = self._encode_from_pieces(item, batch.add_special_tokens, batch.truncation)
         return [results[index] for index in indices]
-
-    def _settings(self, truncation: dict | None, padding: dict | None):
-        return _BackendSettings(self._backend, truncation, padding)
 
     def _reference_ids(self, texts: list[str]) -> tuple[list[list[int]], list[list]]:
         """fairseq's ids of each text (added tokens such as "<mask>" kept whole), and the text's parts."""
@@ -365,32 +374,18 @@ class _Batch:
         return self._encodings[index]
 
 
-class _SplitSpecialTokens:
-    """Sets the backend's `encode_special_tokens` for a `with` block, as it was for the call that made a row."""
-
-    def __init__(self, backend: Tokenizer, value: bool):
-        self.backend, self.value = backend, value
-
-    def __enter__(self):
-        self.saved = self.backend.encode_special_tokens
-        self.backend.encode_special_tokens = self.value
-
-    def __exit__(self, *exc_info):
-        self.backend.encode_special_tokens = self.saved
-
-
-class _BackendSettings:
-    """Sets the backend's truncation/padding for a `with` block and puts the caller's settings back after it."""
-
-    def __init__(self, backend: Tokenizer, truncation: dict | None, padding: dict | None):
-        self.backend, self.truncation, self.padding = backend, truncation, padding
-
-    def __enter__(self):
-        self.saved = self.backend.truncation, self.backend.padding
-        _apply_settings(self.backend, self.truncation, self.padding)
-
-    def __exit__(self, *exc_info):
-        _apply_settings(self.backend, *self.saved)
+@contextlib.contextmanager
+def _backend_settings(backend: Tokenizer, truncation: dict | None, split_special_tokens: bool):
+    """The backend's truncation (no padding) and `encode_special_tokens` as a row's call had them, for a `with`
+    block; the caller's settings come back after it."""
+    saved = backend.truncation, backend.padding, backend.encode_special_tokens
+    _apply_settings(backend, truncation, None)
+    backend.encode_special_tokens = split_special_tokens
+    try:
+        yield
+    finally:
+        _apply_settings(backend, *saved[:2])
+        backend.encode_special_tokens = saved[2]
 
 
 def _apply_settings(backend: Tokenizer, truncation: dict | None, padding: dict | None) -> None:

@@ -151,16 +151,14 @@ def build_backend_tokenizer(proto, dict_symbols: list[str] | None = None) -> Tok
     return tokenizer
 
 
-def renumbered_in_fairseq_order(serialized_model: bytes, spm_to_fairseq: list[int]) -> bytes | None:
-    """The same sentencepiece model with its pieces numbered as fairseq numbers them, or None if it cannot be.
+def renumbered_in_fairseq_order(serialized_model: bytes) -> bytes | None:
+    """The same sentencepiece model numbered as fairseq's XLM-R dictionary numbers a dict.txt written in
+    sentencepiece's order: `<s> <pad> </s> <unk>`, then every other piece at its id + 1. None when the model
+    does not start with `<unk> <s> </s>`.
 
-    `spm_to_fairseq[i]` is the fairseq id of sentencepiece's piece `i`. For the released models (and any
-    `dict.txt` written in sentencepiece's order) every piece after `<unk> <s> </s>` sits at its id + 1: then
-    inserting `<pad>` and moving `<unk>` to 3 gives a model whose ids are fairseq's. A unigram model segments
-    by the pieces' strings and scores, not their ids, so it segments exactly as the original.
+    A unigram model segments by the pieces' strings and scores, not their ids, so the renumbered model segments
+    exactly as the original; whether its ids are a given dictionary's is the caller's check.
     """
-    if spm_to_fairseq[3:] != list(range(4, len(spm_to_fairseq) + 1)):
-        return None  # a reordered or partial dict.txt: fairseq's ids need a lookup per piece
     try:
         pb2 = _model_pb2()
     except ImportError:  # no protobuf (remote code in a bare environment): the caller looks ids up instead

@@ -85,13 +85,7 @@ class XLMRTokenizerFast(PreTrainedTokenizerFast):
             backend = build_backend_tokenizer(proto, dict_symbols)
             serialized_model = proto.SerializeToString()
             kwargs.pop("added_tokens_decoder", None)  # read from that tokenizer.json: `<mask>` may lack its lstrip
-        for key in (
-            "vocab",
-            "merges",
-            "tokenizer_object",
-            "post_processor",
-            "_spm_precompiled_charsmap",
-        ):
+        for key in ("vocab", "merges", "tokenizer_object", "post_processor", "_spm_precompiled_charsmap"):
             kwargs.pop(key, None)  # transformers' own conversion results: this class builds its backend itself
 
         self._tokenizer = backend  # given this way, not as `tokenizer_object`, which would deep-copy it
@@ -137,8 +131,7 @@ class XLMRTokenizerFast(PreTrainedTokenizerFast):
         file_names = super()._save_pretrained(save_directory, file_names, legacy_format, filename_prefix)
         # The sentencepiece model goes beside tokenizer.json: fairseq's converter and this class's checks use it.
         model_file = os.path.join(
-            str(save_directory),
-            (filename_prefix + "-" if filename_prefix else "") + VOCAB_FILES_NAMES["vocab_file"],
+            str(save_directory), (filename_prefix + "-" if filename_prefix else "") + VOCAB_FILES_NAMES["vocab_file"]
         )
         partial_file = model_file + ".partial"  # never leave a truncated model behind
         with open(partial_file, "wb") as handle:

@@ -8,6 +8,7 @@ and transformers' own XLMRobertaTokenizer for the ids.
 """
 
 import pickle
+import shutil
 
 import pytest
 from hypothesis import given, settings
@@ -48,7 +49,7 @@ options = st.fixed_dictionaries(
 @pytest.fixture(scope="module")
 def pipeline_only(real_tokenizer_json, tmp_path_factory):
     directory = tmp_path_factory.mktemp("pipeline_only")
-    (directory / "tokenizer.json").write_bytes(open(real_tokenizer_json, "rb").read())
+    shutil.copy(real_tokenizer_json, directory / "tokenizer.json")
     return XLMRTokenizerFast.from_pretrained(str(directory), verify_with_sentencepiece=False)
 
 
@@ -131,7 +132,7 @@ def test_added_tokens_and_split_special_tokens(real_tokenizer, pipeline_only):
 def test_a_replaced_template_is_applied_by_tokenizers(real_tokenizer_json, tmp_path):
     from tokenizers import processors
 
-    (tmp_path / "tokenizer.json").write_bytes(open(real_tokenizer_json, "rb").read())
+    shutil.copy(real_tokenizer_json, tmp_path / "tokenizer.json")
     tokenizer = XLMRTokenizerFast.from_pretrained(str(tmp_path))
     tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 2)]
