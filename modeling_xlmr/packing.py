@@ -76,17 +76,23 @@ class PackedBatch:
 
     def pad(self, packed: torch.Tensor) -> torch.Tensor:
         """(tokens, ...) -> (batch, seq, ...), zeros at pad positions."""
-        padded = packed.new_zeros((self.batch_size * self.seq_len, *packed.shape[1:]))
-        padded.index_copy_(0, self.token_indices, packed)
-        return padded.view(self.batch_size, self.seq_len, *packed.shape[1:])
+        return _scatter_rows(packed, self.token_indices, self.batch_size, self.seq_len)
 
 
-def _flash_attn_varlen():
+def _scatter_rows(states: torch.Tensor, indices: torch.Tensor, batch_size: int, length: int) -> torch.Tensor:
+    """(tokens, ...) -> (batch_size, length, ...) with row i of `states` at flat position indices[i], zeros elsewhere."""
+    scattered = states.new_zeros((batch_size * length, *states.shape[1:]))
+    scattered.index_copy_(0, indices, states)
+    return scattered.view(batch_size, length, *states.shape[1:])
+
+
+def _flash_attn(function_name: str):
+    """A function of the flash-attn package, or None when it is not installed."""
     try:
-        from flash_attn import flash_attn_varlen_func
+        import flash_attn
     except ImportError:
         return None
-    return flash_attn_varlen_func
+    return getattr(flash_attn, function_name)
 
 
 def packed_attention(
@@ -104,7 +110,7 @@ def packed_attention(
     if packed.num_tokens == 0:
         return torch.zeros_like(query)
     if query.is_cuda and query.dtype in (torch.float16, torch.bfloat16):
-        flash_varlen = _flash_attn_varlen()
+        flash_varlen = _flash_attn("flash_attn_varlen_func")
         if flash_varlen is not None:
             return flash_varlen(
                 query, key, value,
@@ -136,7 +142,7 @@ def packed_qkv_attention(qkv: torch.Tensor, packed: PackedBatch, num_heads: int,
     if num_tokens == 0:
         return qkv.new_zeros((0, num_heads * head_dim))
     if qkv.is_cuda and qkv.dtype in (torch.float16, torch.bfloat16):
-        flash_varlen_qkvpacked = _flash_attn_varlen_qkvpacked()
+        flash_varlen_qkvpacked = _flash_attn("flash_attn_varlen_qkvpacked_func")
         if flash_varlen_qkvpacked is not None:
             attn_output = flash_varlen_qkvpacked(
                 qkv.view(num_tokens, 3, num_heads, head_dim), packed.cu_seqlens, packed.max_seqlen,
@@ -218,14 +224,4 @@ def _attention_grouped(qkv: torch.Tensor, packed: PackedBatch, scaling: float) -
 
 def _regroup(states: torch.Tensor, packed: PackedBatch) -> torch.Tensor:
     """(tokens, ...) -> (batch, longest, ...) left-aligned; zeros (not garbage: masked keys still get multiplied) elsewhere."""
-    batched = states.new_zeros((packed.batch_size * packed.max_seqlen, *states.shape[1:]))
-    batched.index_copy_(0, packed.attention_indices, states)
-    return batched.view(packed.batch_size, packed.max_seqlen, *states.shape[1:])
-
-
-def _flash_attn_varlen_qkvpacked():
-    try:
-        from flash_attn import flash_attn_varlen_qkvpacked_func
-    except ImportError:
-        return None
-    return flash_attn_varlen_qkvpacked_func
+    return _scatter_rows(states, packed.attention_indices, packed.batch_size, packed.max_seqlen)
