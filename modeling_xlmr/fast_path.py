@@ -66,9 +66,7 @@ class PreparedLinear:
         if self.onednn:
             epilogue = ("gelu", [], "none") if gelu else ("none", [], "")
             gemm = torch.ops.mkldnn._linear_pointwise
-            return self._in_row_chunks(
-                lambda rows: gemm(rows, self.weight, self.bias, *epilogue), inputs, ("gelu" if gelu else "none",)
-            )
+            return self._in_row_chunks(lambda rows: gemm(rows, self.weight, self.bias, *epilogue), inputs, epilogue[0])
         outputs = F.linear(inputs, self.weight, self.bias)
         return F.gelu(outputs) if gelu else outputs
 
@@ -78,11 +76,11 @@ class PreparedLinear:
             gemm = torch.ops.mkldnn._linear_pointwise.binary
             return self._in_row_chunks(
                 lambda rows, residual_rows: gemm(rows, residual_rows, self.weight, self.bias, "add"),
-                inputs, ("add",), residual,
+                inputs, "add", residual,
             )  # fmt: skip
         return F.linear(inputs, self.weight, self.bias).add_(residual)
 
-    def _in_row_chunks(self, gemm, inputs: torch.Tensor, epilogue: tuple, *row_aligned: torch.Tensor) -> torch.Tensor:
+    def _in_row_chunks(self, gemm, inputs: torch.Tensor, epilogue: str, *row_aligned: torch.Tensor) -> torch.Tensor:
         """`gemm` over all rows at once, or chunk by chunk where that measured faster for this shape."""
         key = (self.shape, inputs.dtype, epilogue, inputs.shape[0] // _CHOICE_GRANULARITY)
         chunk_rows = _CHUNK_CHOICE.get(key)
