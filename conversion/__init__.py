@@ -8,6 +8,7 @@
 ```
 
 fairseq itself is never imported: checkpoints are read with `torch.load(weights_only=True)`.
+Synthetic fairseq checkpoints for tests, benchmarks and the demo are in `conversion.synthetic`.
 """
 
 from importlib import import_module
@@ -18,12 +19,8 @@ _EXPORTS = {
     "ConversionResult": "convert",
     "CheckpointError": "checkpoint",
     "read_fairseq_checkpoint": "checkpoint",
-    "load_classification_heads": "heads",
     "push_to_hub": "hub",
     "reference_forward": "reference",
-    "build_fairseq_checkpoint": "fairseq_format",
-    "pack_fairseq_archive": "fairseq_format",
-    "train_tiny_sentencepiece": "fairseq_format",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -22,7 +22,16 @@ from pathlib import Path
 
 import torch
 
-from .fairseq_format import CHECKPOINT_FILE, DICTIONARY_FILE, FAIRSEQ_SPECIAL_TOKENS, PADDING_IDX, SENTENCEPIECE_FILE
+from modeling_xlmr.sentencepiece_conversion import (
+    FAIRSEQ_SPECIAL_TOKENS,
+    read_fairseq_dict,
+)
+
+# What a fairseq XLM-R directory (or the released .tar.gz) holds.
+CHECKPOINT_FILE = "model.pt"
+DICTIONARY_FILE = "dict.txt"
+SENTENCEPIECE_FILE = "sentencepiece.bpe.model"
+PADDING_IDX = 1  # fairseq's Dictionary: <s> 0, <pad> 1, </s> 2, <unk> 3, then dict.txt, then <mask>
 
 
 class CheckpointError(ValueError):
@@ -345,21 +354,10 @@ def check_state_dict(state: Mapping[str, torch.Tensor], hp: HyperParameters) -> 
 def count_dictionary_entries(path: Path) -> int:
     """Entries fairseq's Dictionary reads from dict.txt (`token count [#fairseq:overwrite]` per line)."""
     try:
-        # Split on "\n" only, as fairseq reads it: pieces may contain U+2028, U+0085 ... which
-        # str.splitlines() would also treat as line breaks.
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except (OSError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"cannot read {path} ({error}).") from error
-    entries = 0
-    for number, line in enumerate(lines, 1):
-        line = line.rstrip().removesuffix(" #fairseq:overwrite")
-        if not line:
-            continue
-        fields = line.rsplit(" ", 1)
-        if len(fields) != 2 or not fields[1].isdigit():
-            raise CheckpointError(f"{path} line {number} is not 'token count': {line[:40]!r}.")
-        entries += 1
-    return entries
+        return len(read_fairseq_dict(path))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        reason = error if isinstance(error, ValueError) else f"cannot read {path}: {error}"
+        raise CheckpointError(f"{reason}; use the dict.txt released with this model.pt.") from error
 
 
 def check_vocabulary(dictionary_path: Path, vocab_rows: int) -> None:
@@ -410,4 +408,14 @@ def read_fairseq_checkpoint(
     return checkpoint
 
 
-__all__ = ["CheckpointError", "FairseqCheckpoint", "HyperParameters", "SAFE_GLOBALS", "read_fairseq_checkpoint"]
+__all__ = [
+    "CHECKPOINT_FILE",
+    "DICTIONARY_FILE",
+    "PADDING_IDX",
+    "SENTENCEPIECE_FILE",
+    "CheckpointError",
+    "FairseqCheckpoint",
+    "HyperParameters",
+    "SAFE_GLOBALS",
+    "read_fairseq_checkpoint",
+]

@@ -9,7 +9,6 @@ interrupted run leaves no `output`.
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import tempfile
@@ -19,15 +18,25 @@ from pathlib import Path
 
 import torch
 from huggingface_hub import save_torch_state_dict
-from safetensors.torch import save_file
 
-from .checkpoint import CheckpointError, FairseqCheckpoint, read_fairseq_checkpoint
-from .fairseq_format import CHECKPOINT_FILE
-from .heads import HEADS_FILE
-from .mapping import cast_floats, classification_head_tensors, config_kwargs, transformers_state_dict
+from modeling_xlmr.common.dtypes import SHORT_NAMES, parse_dtype
+from modeling_xlmr.common.files import apply_umask, replace_directory
+from modeling_xlmr.hub.heads import HEADS_FILE, write_heads_file
+
+from .checkpoint import (
+    CHECKPOINT_FILE,
+    CheckpointError,
+    FairseqCheckpoint,
+    read_fairseq_checkpoint,
+)
+from .mapping import (
+    cast_floats,
+    classification_head_tensors,
+    config_kwargs,
+    transformers_state_dict,
+)
 from .verification import VerificationReport, verify_conversion
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # xlmr.large in fp32 (2.2 GB) is sharded, xlmr.base (1.1 GB) is one file.
 DEFAULT_MAX_SHARD_SIZE = "2GB"
 
@@ -81,10 +90,7 @@ def write_repository(
     max_shard_size: int | str,
 ) -> tuple[dict, int]:
     """Write weights, config, remote code and tokenizer into `directory`; returns (config dict, parameter count)."""
-    from transformers.dynamic_module_utils import custom_object_save
-
-    from modeling_xlmr.configuration_xlmr import XLMRConfig
-    from modeling_xlmr.modeling_xlmr import XLMRForMaskedLM
+    from modeling_xlmr.configuration_xlmr import XLMRConfig, copy_remote_code
 
     weights = cast_floats(transformers_state_dict(checkpoint, head), dtype)
     save_torch_state_dict(weights, directory, max_shard_size=max_shard_size, metadata={"format": "pt"})
@@ -92,13 +98,13 @@ def write_repository(
     del weights
 
     if checkpoint.classification_heads:  # all of them, so `predict(NAME, ...)` finds every head in one file
-        tensors = cast_floats(classification_head_tensors(checkpoint, list(checkpoint.classification_heads)), dtype)
-        save_file(tensors, str(directory / HEADS_FILE), metadata={"format": "pt"})
+        heads = classification_head_tensors(checkpoint, list(checkpoint.classification_heads))
+        write_heads_file(directory / HEADS_FILE, {name: cast_floats(state, dtype) for name, state in heads.items()})
 
     config = XLMRConfig(**config_kwargs(checkpoint, head, labels, dtype))
     config.save_pretrained(directory)
-    custom_object_save(XLMRForMaskedLM, directory)  # modeling_xlmr.py and the files it imports relatively
     save_tokenizer(checkpoint, directory)
+    copy_remote_code(directory)
     return config.to_dict(), parameter_count
 
 
@@ -138,28 +144,6 @@ def save_tokenizer(checkpoint: FairseqCheckpoint, directory: Path) -> None:
         shutil.copyfile(checkpoint.sentencepiece_path, directory / checkpoint.sentencepiece_path.name)
 
 
-def _apply_umask(directory: Path) -> None:
-    """mkdtemp makes a 0700 directory and some writers make 0600 files: give them the modes a plain mkdir/open would."""
-    umask = os.umask(0)
-    os.umask(umask)
-    directory.chmod(0o777 & ~umask)
-    for path in directory.rglob("*"):
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
-
-
-def _replace_directory(built: Path, output: Path, overwrite: bool) -> None:
-    """Move `built` to `output`; an old `output` (with `overwrite`) is removed only once the new one is in place."""
-    if not output.exists():
-        built.rename(output)
-        return
-    if not overwrite:
-        raise ConversionError(f"{output} already exists; pass --overwrite to replace it.")
-    retired = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
-    output.rename(retired / output.name)
-    built.rename(output)
-    shutil.rmtree(retired, ignore_errors=True)
-
-
 def convert_fairseq_checkpoint(
     source: str | Path,
     output: str | Path,
@@ -182,8 +166,9 @@ def convert_fairseq_checkpoint(
     through the Auto classes and must match a forward pass computed from the fairseq weights within
     `tolerance` (max abs difference), or nothing is written. `repo_id` only fills the card's examples.
     """
-    if dtype not in DTYPES:
-        raise ConversionError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
+    if dtype not in SHORT_NAMES:
+        raise ConversionError(f"unknown dtype {dtype!r}; choose one of {', '.join(SHORT_NAMES)}.")
+    torch_dtype = parse_dtype(dtype)
     output = Path(output)
     if output.exists() and not overwrite:
         raise ConversionError(f"{output} already exists; pass --overwrite to replace it.")
@@ -201,9 +186,9 @@ def convert_fairseq_checkpoint(
             f"{checkpoint.vocab_size}; classification heads: {', '.join(checkpoint.classification_heads) or 'none'}"
         )
         log(f"writing {dtype} weights, config, tokenizer and remote code")
-        config, parameter_count = write_repository(checkpoint, built, chosen, labels, DTYPES[dtype], max_shard_size)
+        config, parameter_count = write_repository(checkpoint, built, chosen, labels, torch_dtype, max_shard_size)
         log("verifying: reloading through the Auto classes and comparing with the fairseq weights")
-        report = verify_conversion(built, checkpoint, chosen, DTYPES[dtype])
+        report = verify_conversion(built, checkpoint, chosen, torch_dtype)
         log(report.summary())
         if report.max_abs_difference > tolerance:
             raise ConversionError(
@@ -211,8 +196,10 @@ def convert_fairseq_checkpoint(
                 f"exceeds {tolerance:g}; the converted model does not reproduce the checkpoint."
             )
         write_model_card(built, checkpoint, config, parameter_count, report, repo_id)
-        _apply_umask(built)
-        _replace_directory(built, output, overwrite)
+        apply_umask(built)
+        if output.exists() and not overwrite:  # it appeared while we were converting
+            raise ConversionError(f"{output} already exists; pass --overwrite to replace it.")
+        replace_directory(built, output)
     except CheckpointError as error:
         raise ConversionError(str(error)) from error
     finally:
@@ -222,4 +209,4 @@ def convert_fairseq_checkpoint(
     return ConversionResult(output=output, parameter_count=parameter_count, head=chosen, verification=report)
 
 
-__all__ = ["ConversionError", "ConversionResult", "DTYPES", "convert_fairseq_checkpoint"]
+__all__ = ["ConversionError", "ConversionResult", "convert_fairseq_checkpoint"]

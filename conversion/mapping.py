@@ -11,8 +11,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from .checkpoint import FairseqCheckpoint
-from .fairseq_format import PADDING_IDX
+from .checkpoint import PADDING_IDX, FairseqCheckpoint
 
 # (fairseq pattern, transformers replacement); `encoder.sentence_encoder.` is stripped first.
 _ENCODER_RULES = [
@@ -65,14 +64,18 @@ def transformers_state_dict(checkpoint: FairseqCheckpoint, head: str | None) -> 
     return hf
 
 
-def classification_head_tensors(checkpoint: FairseqCheckpoint, names: Sequence[str]) -> dict[str, torch.Tensor]:
-    """`NAME.dense.weight` ... for the heads in `names` (the ones not stored as `classifier`)."""
+def classification_head_tensors(
+    checkpoint: FairseqCheckpoint, names: Sequence[str]
+) -> dict[str, dict[str, torch.Tensor]]:
+    """{NAME: {"dense.weight": ..., "out_proj.bias": ...}} for the heads in `names`."""
     prefix = "classification_heads."
-    return {
-        key[len(prefix) :]: tensor
-        for key, tensor in checkpoint.state_dict.items()
-        if key.startswith(prefix) and key[len(prefix) :].split(".")[0] in names
-    }
+    heads: dict[str, dict[str, torch.Tensor]] = {name: {} for name in names}
+    for key, tensor in checkpoint.state_dict.items():
+        if key.startswith(prefix):
+            name, _, tensor_name = key[len(prefix) :].partition(".")
+            if name in heads:
+                heads[name][tensor_name] = tensor
+    return heads
 
 
 def config_kwargs(

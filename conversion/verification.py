@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import FairseqCheckpoint
-from .fairseq_format import PADDING_IDX
-from .heads import load_classification_heads
+from modeling_xlmr.hub.heads import HEADS_FILE, described_heads, read_heads_file
+
+from .checkpoint import PADDING_IDX, FairseqCheckpoint
 from .reference import reference_forward
 
 VERIFICATION_SENTENCES = (
@@ -69,6 +69,14 @@ def _head_logits(head: dict[str, torch.Tensor], features: torch.Tensor) -> torch
     return torch.nn.functional.linear(pooled, head["out_proj.weight"].float(), head["out_proj.bias"].float())
 
 
+def _saved_heads(repo: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """The heads the written repo keeps in its heads file, as fairseq state dicts."""
+    from modeling_xlmr.configuration_xlmr import XLMRConfig
+
+    names = list(described_heads(XLMRConfig.from_pretrained(repo)))
+    return read_heads_file(repo / HEADS_FILE, names) if names else {}
+
+
 @contextmanager
 def _quiet_transformers():
     """Hide transformers' load reports and progress bars: `_check_loading` inspects the same information."""
@@ -96,7 +104,11 @@ def verify_conversion(
 
 
 def _verify(repo: Path, checkpoint: FairseqCheckpoint, head: str | None, dtype: torch.dtype) -> VerificationReport:
-    from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import (
+        AutoModelForMaskedLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
 
     tokenizer = AutoTokenizer.from_pretrained(str(repo), trust_remote_code=True)
     batch = tokenizer(list(VERIFICATION_SENTENCES), padding=True, return_tensors="pt")
@@ -131,7 +143,7 @@ def _verify(repo: Path, checkpoint: FairseqCheckpoint, head: str | None, dtype: 
         logits = classifier.eval()(input_ids=input_ids, attention_mask=attention_mask).logits
         report.differences[f"head {head}"] = float((logits - expected.head_logits[head]).abs().max())
         del classifier
-    for name, tensors in load_classification_heads(repo).items():
+    for name, tensors in _saved_heads(repo).items():
         logits = _head_logits(tensors, features)
         report.differences[f"heads file: {name}"] = float((logits - expected.head_logits[name]).abs().max())
     return report

@@ -46,24 +46,44 @@ def variant_for(config: Mapping[str, Any]) -> dict[str, Any]:
     return load_variant(FALLBACK_VARIANT)
 
 
+NLI_TASK = {"task_type": "text-classification", "task_name": "Natural Language Inference"}
+SEED_SOURCE = {
+    "source_name": "fairseq XLM-R README",
+    "source_url": "https://github.com/facebookresearch/fairseq/tree/main/examples/xlmr",
+}
+
+
+def nli_accuracy_result(
+    accuracy: float,
+    language: str | None,
+    dataset_name: str = "XNLI",
+    dataset_type: str = "xnli",
+    split: str | None = "test",
+    metric_name: str | None = None,
+    **source: str,
+) -> EvalResult:
+    """One model-index entry: NLI accuracy on one language (dataset config) of an XNLI-like dataset,
+    or on all of them (`language` None)."""
+    return EvalResult(
+        **NLI_TASK,
+        dataset_type=dataset_type,
+        dataset_name=dataset_name,
+        dataset_config=language,
+        dataset_split=split,
+        metric_type="accuracy",
+        metric_value=accuracy,
+        metric_name=metric_name,
+        **source,
+    )
+
+
 def card_data(variant: Mapping[str, Any], model_name: str, pipeline_tag: str) -> ModelCardData:
     """YAML metadata: languages, license, data set, tags, pipeline, library and the XNLI model-index."""
     eval_results = None
     if variant.get("xnli"):
         setting = variant["xnli"]["setting"]
         eval_results = [
-            EvalResult(
-                task_type="text-classification",
-                task_name="Natural Language Inference",
-                dataset_type="xnli",
-                dataset_name=f"XNLI ({language}, {setting})",
-                dataset_config=language,
-                dataset_split="test",
-                metric_type="accuracy",
-                metric_value=accuracy,
-                source_name="fairseq XLM-R README",
-                source_url="https://github.com/facebookresearch/fairseq/tree/main/examples/xlmr",
-            )
+            nli_accuracy_result(accuracy, language, dataset_name=f"XNLI ({language}, {setting})", **SEED_SOURCE)
             for language, accuracy in variant["xnli"]["accuracy"].items()
         ]
     return ModelCardData(
@@ -111,4 +131,4 @@ def render_model_card(
     return str(card)
 
 
-__all__ = ["languages", "render_model_card", "variant_for"]
+__all__ = ["languages", "nli_accuracy_result", "render_model_card", "variant_for"]

@@ -1,5 +1,15 @@
 """XLM-RoBERTa for Hugging Face Transformers: config, models, tokenizer and the fairseq-style interface.
 
+The modules in this folder are the model code `trust_remote_code=True` runs: they are saved beside
+every model and tokenizer (`configuration_xlmr.copy_remote_code`) and import only each other. The
+tools built on them live in the sub-packages, each importing only the layers below it:
+
+    hub/        fairseq's interface, loading a repo, classification-head files, word alignment
+    inference/  the batch engine: tokenize -> windows -> token-budget batches -> packed forward -> pool
+    nli/        XNLI-style data, fine-tuning and evaluation
+    cli/        the `xlmr` command, one module per sub-command
+    common/     what the tools share: dtype names, atomic file writes, optional dependencies
+
 Names are imported lazily so that `import modeling_xlmr` stays cheap and a CLI sub-command only pays
 for what it uses.
 """
@@ -17,14 +27,14 @@ _EXPORTS = {
     "XLMRForQuestionAnswering": "modeling_xlmr",
     "XLMRForMultipleChoice": "modeling_xlmr",
     "XLMRTokenizerFast": "tokenization_xlmr",
-    "XLMRHubInterface": "hub_interface",
+    "XLMRHubInterface": "hub.interface",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from .configuration_xlmr import XLMRConfig
-    from .hub_interface import XLMRHubInterface
+    from .hub.interface import XLMRHubInterface
     from .modeling_xlmr import (
         XLMRForMaskedLM,
         XLMRForMultipleChoice,

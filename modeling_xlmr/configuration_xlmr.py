@@ -8,6 +8,9 @@ they are xlmr.base's real values, where transformers keeps BERT's.
 
 from __future__ import annotations
 
+import os
+import shutil
+
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
@@ -81,8 +84,8 @@ class XLMRConfig(PreTrainedConfig):
 
     @property
     def max_sequence_length(self) -> int:
-        """Real tokens one sequence may hold: positions start after the padding index (514 rows -> 512)."""
-        return self.max_position_embeddings - (self.pad_token_id or 0) - 1
+        """Real tokens one sequence may hold, `<s>` and `</s>` included (514 position rows -> 512)."""
+        return max_sequence_length(self)
 
     def validate_architecture(self):
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
@@ -114,4 +117,25 @@ class XLMRConfig(PreTrainedConfig):
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}.")
 
 
-__all__ = ["XLMRConfig", "AUTO_MAP"]
+def max_sequence_length(config) -> int:
+    """Tokens one sequence may hold for any XLM-R config (this package's or stock transformers'):
+    fairseq's positions start after the padding index, so 514 position rows give 512 tokens."""
+    return config.max_position_embeddings - (config.pad_token_id or 0) - 1
+
+
+def copy_remote_code(directory: str | os.PathLike) -> list[str]:
+    """Copy the code `trust_remote_code=True` runs beside saved weights or a saved tokenizer.
+
+    That code is every module of this folder but `__init__.py`: the model, its config and its tokenizer
+    travel together, whichever of them was saved. Returns the file names written.
+    """
+    here = os.path.dirname(os.path.abspath(__file__))
+    names = sorted(name for name in os.listdir(here) if name.endswith(".py") and name != "__init__.py")
+    for name in names:
+        target = os.path.join(directory, name)
+        if os.path.abspath(target) != os.path.join(here, name):
+            shutil.copyfile(os.path.join(here, name), target)
+    return names
+
+
+__all__ = ["XLMRConfig", "AUTO_MAP", "copy_remote_code", "max_sequence_length"]

@@ -34,7 +34,7 @@ from transformers.modeling_outputs import (
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils.generic import can_return_tuple
 
-from .configuration_xlmr import AUTO_MAP, XLMRConfig
+from .configuration_xlmr import AUTO_MAP, XLMRConfig, copy_remote_code
 from .fast_path import fast_layer_forward, fast_path_applies
 from .packing import PackedBatch, packed_attention
 
@@ -279,22 +279,20 @@ class XLMREncoder(nn.Module):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
     ) -> EncoderOutput:
-        """Runs the layers on padded (batch, seq, hidden) states, or on packed (tokens, hidden) ones
-        when `packed` is given; recorded hidden states are always returned padded."""
-        restore = packed.pad if packed is not None else (lambda states: states)
-        all_hidden_states = [restore(hidden_states)] if output_hidden_states else None
+        """Runs the layers on padded (batch, seq, hidden) states, or on packed (tokens, hidden) ones when
+        `packed` is given; every state comes back in the layout it went in."""
+        all_hidden_states = [hidden_states] if output_hidden_states else None
         all_attentions = [] if output_attentions else None
         for layer in self.layer:
             hidden_states, attn_weights = layer(
                 hidden_states, attention_mask, packed=packed, output_attentions=output_attentions
             )
             if output_hidden_states:
-                all_hidden_states.append(restore(hidden_states))
+                all_hidden_states.append(hidden_states)
             if output_attentions:
                 all_attentions.append(attn_weights)
-        last_hidden_state = all_hidden_states[-1] if output_hidden_states else restore(hidden_states)
         return EncoderOutput(
-            last_hidden_state=last_hidden_state,
+            last_hidden_state=hidden_states,
             hidden_states=tuple(all_hidden_states) if output_hidden_states else None,
             attentions=tuple(all_attentions) if output_attentions else None,
         )
@@ -332,6 +330,11 @@ class XLMRPreTrainedModel(PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, XLMRLMHead):
             init.zeros_(module.bias)
+
+    def save_pretrained(self, save_directory, *args, is_main_process: bool = True, **kwargs):
+        super().save_pretrained(save_directory, *args, is_main_process=is_main_process, **kwargs)
+        if is_main_process:  # the whole remote-code set, whichever class was saved (configuration_xlmr.py)
+            copy_remote_code(save_directory)
 
 
 class XLMRModel(XLMRPreTrainedModel):
@@ -394,13 +397,33 @@ class XLMRModel(XLMRPreTrainedModel):
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )
-        sequence_output = encoder_outputs.last_hidden_state
+        hidden_states = encoder_outputs.hidden_states
+        if packed is None:
+            sequence_output = encoder_outputs.last_hidden_state
+        elif hidden_states is not None:  # padded back once each; the last one *is* the sequence output
+            hidden_states = tuple(packed.pad(states) for states in hidden_states)
+            sequence_output = hidden_states[-1]
+        else:
+            sequence_output = packed.pad(encoder_outputs.last_hidden_state)
         return BaseModelOutputWithPoolingAndCrossAttentions(
             last_hidden_state=sequence_output,
             pooler_output=self.pooler(sequence_output) if self.pooler is not None else None,
-            hidden_states=encoder_outputs.hidden_states,
+            hidden_states=hidden_states,
             attentions=encoder_outputs.attentions,
         )
+
+    def forward_packed(
+        self, input_ids: torch.Tensor, packed: PackedBatch, output_hidden_states: bool = False
+    ) -> EncoderOutput:
+        """The encoder on sequences laid back to back, for callers that form batches without padding.
+
+        `input_ids` is (tokens,): the real tokens of each sequence of `packed`, one sequence after the
+        other (`PackedBatch.from_lengths`). Returns packed (tokens, hidden) states; nothing is padded on
+        the way in or out.
+        """
+        positions = packed.position_in_sequence + self.embeddings.padding_idx + 1
+        embedded = self.embeddings(input_ids.unsqueeze(0), None, position_ids=positions.unsqueeze(0)).squeeze(0)
+        return self.encoder(embedded, None, packed=packed, output_hidden_states=output_hidden_states)
 
     def _packed_embeddings(self, packed, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds):
         """Embeds only the real tokens: (tokens, hidden), the same rows the padded embedding would give them."""
@@ -441,18 +464,35 @@ class XLMRLMHead(nn.Module):
 
 
 class XLMRClassificationHead(nn.Module):
-    """fairseq's sentence head on the `<s>` token: dropout -> dense -> tanh -> dropout -> out_proj."""
+    """fairseq's sentence head (`RobertaClassificationHead`) on the `<s>` token:
+    dropout -> dense -> activation (tanh) -> dropout -> out_proj.
 
-    def __init__(self, config: XLMRConfig, num_labels: int | None = None):
+    `classifier` of a sequence classifier, and every named head of a fairseq checkpoint (whose sizes and
+    activation may differ from the encoder's, hence the optional arguments).
+    """
+
+    def __init__(
+        self,
+        config: XLMRConfig,
+        num_labels: int | None = None,
+        inner_dim: int | None = None,
+        activation_fn: str = "tanh",
+        dropout: float | None = None,
+    ):
         super().__init__()
-        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        if activation_fn not in ACT2FN:
+            raise ValueError(f"unknown activation_fn {activation_fn!r}; use one of {', '.join(sorted(ACT2FN))}.")
+        if dropout is None:
+            dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        inner_dim = inner_dim or config.hidden_size
+        self.dense = nn.Linear(config.hidden_size, inner_dim)
+        self.activation = ACT2FN[activation_fn]
         self.dropout = nn.Dropout(dropout)
-        self.out_proj = nn.Linear(config.hidden_size, num_labels if num_labels is not None else config.num_labels)
+        self.out_proj = nn.Linear(inner_dim, num_labels if num_labels is not None else config.num_labels)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         x = self.dropout(features[:, 0, :])
-        x = torch.tanh(self.dense(x))
+        x = self.activation(self.dense(x))
         return self.out_proj(self.dropout(x))
 
 
@@ -610,8 +650,8 @@ class XLMRForMultipleChoice(XLMRPreTrainedModel):
         )
 
 
-# `save_pretrained` then copies this file (and the ones it imports relatively) beside the weights. The
-# auto classes come from the config's AUTO_MAP, so the registration and config.json's auto_map cannot drift.
+# The auto classes come from the config's AUTO_MAP, so the registration and config.json's auto_map cannot
+# drift; `save_pretrained` copies the remote code beside the weights.
 XLMRConfig.register_for_auto_class()
 for _auto_class, _reference in AUTO_MAP.items():
     _module_name, _class_name = _reference.split(".")

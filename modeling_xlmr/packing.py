@@ -20,6 +20,7 @@ class PackedBatch:
 
     token_indices: torch.Tensor  # (tokens,) flat index into the padded (batch * seq) layout
     attention_indices: torch.Tensor  # (tokens,) flat index into a left-aligned (batch * longest) layout
+    position_in_sequence: torch.Tensor  # (tokens,) 0 for each sequence's first real token, then 1, 2, ...
     key_mask: torch.Tensor | None  # (batch, 1, 1, longest) True where a key is real; None when nothing is padded
     cu_seqlens: torch.Tensor  # (batch + 1,) int32 cumulative lengths, for varlen kernels
     max_seqlen: int
@@ -49,6 +50,7 @@ class PackedBatch:
         return cls(
             token_indices=token_indices,
             attention_indices=attention_indices,
+            position_in_sequence=rank_in_sequence,
             key_mask=key_mask,
             cu_seqlens=cu_seqlens,
             max_seqlen=longest,
@@ -56,6 +58,14 @@ class PackedBatch:
             seq_len=seq_len,
             lengths=tuple(lengths.tolist()),
         )
+
+    @classmethod
+    def from_lengths(cls, lengths: list[int] | tuple[int, ...], device: torch.device | str = "cpu") -> PackedBatch:
+        """Sequences of these lengths laid back to back, as a caller that never padded them holds them;
+        `pad()` gives the right-padded layout."""
+        lengths = torch.as_tensor(lengths, dtype=torch.long, device=device)
+        longest = int(lengths.max()) if lengths.numel() else 0
+        return cls.from_mask(torch.arange(longest, device=device)[None, :] < lengths[:, None])
 
     @property
     def num_tokens(self) -> int:

@@ -27,7 +27,11 @@ from typing import Any
 import sentencepiece
 from tokenizers import Encoding, Tokenizer, models
 
-from .sentencepiece_conversion import FAIRSEQ_SPECIAL_TOKENS, FAIRSEQ_UNK_ID, renumbered_in_fairseq_order
+from .sentencepiece_conversion import (
+    FAIRSEQ_SPECIAL_TOKENS,
+    FAIRSEQ_UNK_ID,
+    renumbered_in_fairseq_order,
+)
 
 # Rust's `char::is_whitespace` (Unicode White_Space), which `tokenizers` uses for an added token's lstrip/rstrip.
 _WHITESPACE = "[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*"

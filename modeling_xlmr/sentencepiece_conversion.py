@@ -20,7 +20,15 @@ import base64
 import json
 import os
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+from tokenizers import (
+    AddedToken,
+    Regex,
+    Tokenizer,
+    decoders,
+    normalizers,
+    pre_tokenizers,
+    processors,
+)
 from tokenizers.models import Unigram
 
 SPACE_SYMBOL = "\u2581"  # sentencepiece's "▁"
@@ -56,16 +64,17 @@ def load_model_proto(model_file: str | os.PathLike):
 
 
 def read_fairseq_dict(dict_file: str | os.PathLike) -> list[str]:
-    """Symbols of a fairseq `dict.txt` ("<symbol> <count>" per line), in file order."""
+    """Symbols of a fairseq `dict.txt`, in file order, read as fairseq's `Dictionary.add_from_file` reads it:
+    "<symbol> <count>" per line, optionally followed by " #fairseq:overwrite". Blank lines are skipped."""
     symbols = []
     with open(dict_file, encoding="utf-8") as handle:
         for line_number, line in enumerate(handle, start=1):
-            line = line.rstrip("\n")
+            line = line.rstrip().removesuffix(" #fairseq:overwrite")
             if not line:
                 continue
             symbol, _, count = line.rpartition(" ")
-            if not symbol or not count.lstrip("-").isdigit():
-                raise ValueError(f"{dict_file}:{line_number}: expected '<symbol> <count>', got {line!r}")
+            if not symbol or not count.isdigit():
+                raise ValueError(f"{dict_file} line {line_number} is not '<symbol> <count>' (got {line[:40]!r})")
             symbols.append(symbol)
     return symbols
 

@@ -12,6 +12,7 @@ import os
 from tokenizers import Tokenizer
 from transformers import AddedToken, PreTrainedTokenizerFast
 
+from .configuration_xlmr import copy_remote_code
 from .sentencepiece_backend import SentencePieceBackend, SentencePieceReference
 from .sentencepiece_conversion import (
     build_backend_tokenizer,
@@ -137,6 +138,7 @@ class XLMRTokenizerFast(PreTrainedTokenizerFast):
         with open(partial_file, "wb") as handle:
             handle.write(self._serialized_model)
         os.replace(partial_file, model_file)
+        copy_remote_code(save_directory)  # the whole remote-code set, as a saved model has it
         return file_names + (model_file,)
 
     def save_vocabulary(self, save_directory: str, filename_prefix: str | None = None) -> tuple[str, ...]:

@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 import torch
 from safetensors.numpy import load_file
-from helpers import accelerate_launch_command
-from test_embed import TEXTS
-from test_hub_interface import build_tiny_repo, fast_stock_tokenizer
 
 from modeling_xlmr import XLMRForSequenceClassification, XLMRHubInterface
 from modeling_xlmr.cli import main
+from tests.support.models import TEXTS, build_tiny_repo, fast_stock_tokenizer
+from tests.support.processes import accelerate_launch_command
 
 LABELS = {0: "negative", 1: "neutral", 2: "positive"}
 
@@ -259,7 +258,7 @@ def test_accelerate_launch_two_processes_write_the_single_process_output(repo, t
     assert "process 1/2 takes texts 14..26 of 27" in two.stderr
     np.testing.assert_allclose(np.load(tmp_path / "two.npy"), expected, atol=1e-6)
 
-    # The command of the issue. accelerate 1.x starts ONE process for `--cpu` without an MPI hostfile
+    # The literal `accelerate launch --cpu` command. accelerate 1.x starts ONE process for `--cpu` without an MPI hostfile
     # (huggingface/accelerate#2741), so it must simply produce the same rows (batches differ: 1e-6).
     _accelerate(["--cpu", "--num_processes", "2"], repo, source, tmp_path / "cpu.npy", tmp_path)
     np.testing.assert_allclose(np.load(tmp_path / "cpu.npy"), np.load(tmp_path / "two.npy"), atol=1e-6)

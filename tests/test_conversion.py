@@ -15,14 +15,6 @@ import tarfile
 
 import pytest
 import torch
-from fairseq_fixtures import (  # noqa: F401  (fixtures are used by name)
-    expected_fairseq_state,
-    fairseq_checkpoint,
-    pack_fairseq_archive,
-    tiny_config,
-    tiny_sentencepiece,
-)
-from helpers import REPO_ROOT, run_without_package
 from huggingface_hub import ModelCard
 from safetensors import safe_open
 from transformers import (
@@ -33,8 +25,14 @@ from transformers import (
     XLMRobertaForSequenceClassification,
 )
 
-from conversion import convert_fairseq_checkpoint, load_classification_heads
+from conversion import convert_fairseq_checkpoint
 from conversion.reference import reference_forward
+from conversion.synthetic import pack_fairseq_archive
+from modeling_xlmr import XLMRConfig, XLMRHubInterface
+from modeling_xlmr.hub.heads import HEADS_FILE, described_heads, read_heads_file
+from tests.support.fairseq import expected_fairseq_state
+from tests.support.models import tiny_config
+from tests.support.processes import REPO_ROOT, run_without_package
 
 TOLERANCE = 1e-5
 SENTENCES = [
@@ -143,7 +141,8 @@ def test_classification_heads_are_all_kept_and_the_chosen_one_is_the_classifier(
             logits = classifier(input_ids=input_ids, attention_mask=attention_mask).logits
         assert float((logits - expected.head_logits["sentiment"]).abs().max()) < TOLERANCE
 
-    stored = load_classification_heads(result.output)
+    names = list(described_heads(XLMRConfig.from_pretrained(result.output)))
+    stored = read_heads_file(result.output / HEADS_FILE, names)
     assert set(stored) == set(heads)
     for name in heads:
         for key, tensor in stored[name].items():
@@ -151,14 +150,11 @@ def test_classification_heads_are_all_kept_and_the_chosen_one_is_the_classifier(
 
 
 def test_hub_interface_predicts_with_every_head(tmp_path, fairseq_checkpoint):
-    hub_interface = pytest.importorskip(
-        "modeling_xlmr.hub_interface", reason="XLMRHubInterface is another module's job"
-    )
     heads = {"mnli": 3, "sentiment": 2}
     source = fairseq_checkpoint(classification_heads=heads)
     result = convert(source, tmp_path / "out", head="mnli")
     state = expected_fairseq_state(source, tiny_config(), heads)
-    xlmr = hub_interface.XLMRHubInterface.from_pretrained(str(result.output))
+    xlmr = XLMRHubInterface.from_pretrained(str(result.output))
     xlmr.eval()
     tokens = xlmr.encode(SENTENCES[1])
     expected = reference_forward(state, tokens[None], num_heads=4, heads=tuple(heads))
@@ -313,7 +309,7 @@ def test_stock_auto_tokenizer_loads_the_repo_without_remote_code(tmp_path, fairs
 
 def test_real_xlmr_vocabulary_converts_with_the_readme_token_ids(tmp_path, real_spm_model):
     """A tiny encoder over XLM-R's real 250002-token vocabulary (sentencepiece model from the test extra)."""
-    from conversion import build_fairseq_checkpoint
+    from conversion.synthetic import build_fairseq_checkpoint
 
     source = build_fairseq_checkpoint(tmp_path / "fairseq", tiny_config(), sentencepiece_model=real_spm_model)
     assert (source / "dict.txt").read_text(encoding="utf-8").count("\n") == 249997

@@ -9,12 +9,11 @@ import types
 
 import pytest
 import torch
-from fairseq_fixtures import fairseq_checkpoint, tiny_sentencepiece  # noqa: F401
-from helpers import REPO_ROOT
 
 from conversion import convert_fairseq_checkpoint
 from conversion.convert import ConversionError
 from modeling_xlmr import cli
+from tests.support.processes import REPO_ROOT
 
 
 def run_cli(capsys, *arguments) -> tuple[int, str]:
@@ -109,7 +108,7 @@ def drop_last_dictionary_entry(path):
         ),
         pytest.param(
             lambda d: (d / "dict.txt").write_text("word\n"),
-            ["dict.txt line 1 is not 'token count'"],
+            ["dict.txt line 1 is not '<symbol> <count>'"],
             id="malformed-dict.txt",
         ),
     ],
@@ -123,7 +122,7 @@ def test_damaged_inputs_give_one_line_and_no_output(tmp_path, fairseq_checkpoint
 
 
 def test_damaged_archive_gives_one_line_and_no_output(tmp_path, fairseq_checkpoint, capsys):
-    from fairseq_fixtures import pack_fairseq_archive
+    from conversion.synthetic import pack_fairseq_archive
 
     archive = pack_fairseq_archive(fairseq_checkpoint(), tmp_path / "xlmr.tiny.v0.tar.gz")
     truncate(archive)

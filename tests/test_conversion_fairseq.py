@@ -1,24 +1,28 @@
 """The converted repo against real fairseq (`XLMRModel.from_pretrained`) on the same fairseq files.
 
-Needs fairseq (`fairseq-fixed` on Python 3.11, see the conversion report / DEVELOPERS.md); skipped, with
-the reason, where it is not installed. The other conversion tests compare with `reference_forward`;
-this one also checks that reference itself against fairseq.
+Needs real fairseq, which the test command installs (`bash tests/install_fairseq_reference.sh`: `fairseq-fixed`
+on Python 3.11); without it these tests fail rather than skip. The other conversion tests compare with
+`reference_forward`; this one also checks that reference itself against fairseq.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from fairseq_fixtures import fairseq_checkpoint, tiny_sentencepiece  # noqa: F401
-from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import (
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+)
 
 from conversion import convert_fairseq_checkpoint
 from conversion.reference import reference_forward
+from modeling_xlmr import XLMRHubInterface
 
-fairseq_roberta = pytest.importorskip(
-    "fairseq.models.roberta",
-    reason="fairseq is not installed (pip install --no-build-isolation --no-deps fairseq-fixed)",
-)
+try:
+    import fairseq.models.roberta as fairseq_roberta
+except ModuleNotFoundError as error:  # pragma: no cover - the test command installs it
+    raise ImportError("real fairseq is the reference here: run `bash tests/install_fairseq_reference.sh`") from error
 
 TOLERANCE = 1e-5
 SENTENCES = ["the quick brown fox jumps over a lazy dog", "мы читаем новые книги", "我们 今天 在 公园 里 散步"]
@@ -81,13 +85,10 @@ def test_converted_repo_matches_fairseq(tmp_path, fairseq_checkpoint, monkeypatc
 
 
 def test_hub_interface_matches_fairseq_hub_interface(tmp_path, fairseq_checkpoint, monkeypatch):
-    hub_interface = pytest.importorskip(
-        "modeling_xlmr.hub_interface", reason="XLMRHubInterface is another module's job"
-    )
     source = fairseq_checkpoint(classification_heads=HEADS)
     output = convert_fairseq_checkpoint(source, tmp_path / "out", head="sentiment", log=lambda message: None).output
     fairseq_model = load_fairseq(source, monkeypatch)
-    ours = hub_interface.XLMRHubInterface.from_pretrained(str(output))
+    ours = XLMRHubInterface.from_pretrained(str(output))
     ours.eval()
     for sentence in SENTENCES:
         tokens = fairseq_model.encode(sentence)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from modeling_xlmr.cli import main
-from modeling_xlmr.demo import LABELS, SENTENCES
+from modeling_xlmr.cli.demo import LABELS, SENTENCES
 
 
 @pytest.fixture(scope="module")

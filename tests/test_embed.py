@@ -11,24 +11,13 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import cosine
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_hub_interface import build_tiny_repo, fast_stock_tokenizer
 
-from modeling_xlmr import XLMRForSequenceClassification, XLMRHubInterface, batching
+from modeling_xlmr import XLMRForSequenceClassification, XLMRHubInterface
+from modeling_xlmr.inference import batching
+from tests.support.models import TEXTS, build_tiny_repo, cosine, fast_stock_tokenizer
 
-TEXTS = [
-    "Hello world!",
-    "Le petit chat dort sur la chaise pendant que nous mangeons une soupe chaude.",
-    "Мы читаем новые книги.",
-    "我们今天在公园里散步,看到很多花和小鸟。",
-    "",
-    "η θάλασσα είναι ήσυχη σήμερα",
-    "ذهب الطالب إلى المدرسة في الصباح",
-    "Hello world!",
-    "बच्चे सुबह स्कूल जाते हैं",
-]
 LONG = " ".join(["Der alte Mann geht jeden Morgen mit seinem Hund durch den grünen Wald zur Arbeit."] * 80)
 
 

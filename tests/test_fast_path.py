@@ -1,4 +1,4 @@
-"""Issue 7: the packed fast path (`unpad_inputs=True`) against stock transformers' padded forward.
+"""The packed fast path (`unpad_inputs=True`) against stock transformers' padded forward.
 
 Inference (eval mode, no autograd) runs prepared kernels: fused QKV, oneDNN prepacked GEMMs with
 fused GELU / residual epilogues, per-sequence or regrouped attention. Every test compares real
@@ -12,9 +12,9 @@ import copy
 import pytest
 import torch
 import transformers
-from helpers import random_padded_batch, tiny_config_kwargs
 
 from modeling_xlmr import XLMRConfig, XLMRModel, fast_path, packing
+from tests.support.models import random_padded_batch, tiny_config_kwargs
 
 BASE_LAYERS = {"hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072, "vocab_size": 1000}
 
@@ -195,7 +195,7 @@ def test_training_with_dropout_runs_on_the_packed_path():
 
 
 def test_base_size_layers_fp32_within_1e4_and_bf16_cosine_targets():
-    """The issue's accuracy targets on base-size layers (12 x 768, a small vocabulary to stay fast)."""
+    """The accuracy targets of the fast path on base-size layers (12 x 768, a small vocabulary to stay fast)."""
     stock, ours = stock_and_ours(seed=7, num_hidden_layers=12, **BASE_LAYERS)
     input_ids, mask = random_padded_batch([40, 7, 25, 90, 3, 61], 1000, seed=12)
     bf16_model = copy.deepcopy(ours).to(torch.bfloat16)

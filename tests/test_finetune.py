@@ -1,7 +1,7 @@
-"""`xlmr finetune` / `xlmr evaluate` (issue 5): a tiny random XLM-R learns a synthetic NLI rule.
+"""`xlmr finetune` / `xlmr evaluate`: a tiny random XLM-R learns a synthetic NLI rule.
 
 Accuracies are checked against predictions recomputed here from the saved model, not against numbers
-the command reports about itself. (Data and model: `finetune_support.py`.)
+the command reports about itself. (Data and model: `tests/support/nli.py`.)
 """
 
 from __future__ import annotations
@@ -11,15 +11,9 @@ import time
 
 import pytest
 import torch
-from finetune_support import (
-    finetune_args,
-    markdown_table,
-    predictions_of,
-    read_json,
-)
 
 from modeling_xlmr.cli import main
-
+from tests.support.nli import finetune_args, markdown_table, predictions_of, read_json
 
 # ------------------------------------------------------------------------------------------ 1. it learns
 
@@ -83,6 +77,23 @@ def test_finetune_learns_rule_in_each_language(finetuned, nli_files):
     assert config["id2label"] == {"0": "entailment", "1": "neutral", "2": "contradiction"}
 
 
+def test_trainer_style_result_files_hold_the_same_numbers(finetuned, nli_files):
+    """eval_results.json / all_results.json, as Trainer and transformers' example scripts write them."""
+    rows = nli_files["test_rows"]
+    predicted = predictions_of(finetuned, rows)
+    overall = sum(p == r["label"] for p, r in zip(predicted, rows)) / len(rows)
+    table = read_json(os.path.join(finetuned, "nli_accuracy.json"))
+    eval_results = read_json(os.path.join(finetuned, "eval_results.json"))
+    assert eval_results["eval_accuracy"] == pytest.approx(overall, abs=1e-9)
+    assert eval_results["eval_samples"] == len(rows)
+    assert eval_results["eval_accuracy_avg"] == pytest.approx(table["average"], abs=1e-9)
+    for lang in ("en", "fr"):
+        assert eval_results[f"eval_accuracy_{lang}"] == pytest.approx(table["accuracy"][lang], abs=1e-9)
+    all_results = read_json(os.path.join(finetuned, "all_results.json"))
+    assert {key: all_results[key] for key in eval_results} == eval_results
+    assert "train_loss" in all_results  # the training metrics share the file, as in transformers' examples
+
+
 def test_model_card_holds_model_index_results(finetuned):
     from huggingface_hub import ModelCard
 
@@ -132,6 +143,17 @@ def test_evaluate_command_reproduces_and_updates_card(finetuned, nli_files, tmp_
         for r in ModelCard.load(os.path.join(finetuned, "README.md")).data.eval_results
     }
     assert {("fr", "validation"), ("en", "test"), ("fr", "test")} <= splits
+
+
+def test_evaluate_writes_trainer_style_results_into_output_dir(finetuned, nli_files, tmp_path):
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--model", finetuned, "--eval-file", nli_files["test_tsv"], "--output-dir", str(out)]) == 0
+    before = read_json(os.path.join(finetuned, "nli_accuracy.json"))
+    eval_results = read_json(out / "eval_results.json")
+    assert read_json(out / "all_results.json") == eval_results
+    assert read_json(out / "nli_accuracy.json")["accuracy"] == pytest.approx(before["accuracy"], abs=1e-9)
+    assert eval_results["eval_accuracy_en"] == pytest.approx(before["accuracy"]["en"], abs=1e-9)
+    assert eval_results["eval_samples"] == len(nli_files["test_rows"])
 
 
 # ------------------------------------------------------------------------------------------ options

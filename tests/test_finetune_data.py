@@ -1,4 +1,4 @@
-"""NLI data reading (issue 5): XNLI's formats, generic files with named columns, label names and ids."""
+"""NLI data reading: XNLI's formats, generic files with named columns, label names and ids."""
 
 from __future__ import annotations
 
@@ -6,9 +6,16 @@ import json
 
 import pytest
 
-from modeling_xlmr.cli import CLIError
-from modeling_xlmr.nli_data import XNLI_LABELS, ColumnNames, DataFile, label_maps, load_nli_data, ordered_languages
-from modeling_xlmr.nli_eval import AccuracyTable, infer_setting
+from modeling_xlmr.nli.data import (
+    XNLI_LABELS,
+    ColumnNames,
+    DataFile,
+    NLIDataError,
+    label_maps,
+    load_nli_data,
+    ordered_languages,
+)
+from modeling_xlmr.nli.evaluation import AccuracyTable, infer_setting
 
 XNLI_LABEL2ID = label_maps(XNLI_LABELS)[1]
 
@@ -69,20 +76,20 @@ def test_custom_label_names_and_language_filter(tmp_path):
     text = "premise,hypothesis,label,language\na,a,same,en\na,b,different,de\nc,c,1,de\n"
     data = load_nli_data([write(tmp_path / "p.csv", text)], label2id, languages=["de"])
     assert data["label"] == [1, 1] and data["language"] == ["de", "de"]
-    with pytest.raises(CLIError, match="label 2 is outside 0..1"):
+    with pytest.raises(NLIDataError, match="label 2 is outside 0..1"):
         load_nli_data([write(tmp_path / "q.csv", "premise,hypothesis,label\na,b,2\n")], label2id)
-    with pytest.raises(CLIError, match=r"None of the languages \['fr'\] occur"):
+    with pytest.raises(NLIDataError, match=r"None of the languages \['fr'\] occur"):
         load_nli_data([write(tmp_path / "r.csv", text)], label2id, languages=["fr"])
 
 
 def test_named_column_that_does_not_exist(tmp_path):
     path = write(tmp_path / "p.jsonl", '{"premise": "a", "hypothesis": "b", "label": 0}\n')
-    with pytest.raises(CLIError, match="has no label column \\(looked for 'gold'.*--label-column"):
+    with pytest.raises(NLIDataError, match="has no label column \\(looked for 'gold'.*--label-column"):
         load_nli_data([path], XNLI_LABEL2ID, ColumnNames(label="gold"))
 
 
 def test_unknown_extension(tmp_path):
-    with pytest.raises(CLIError, match="Cannot tell the format"):
+    with pytest.raises(NLIDataError, match="Cannot tell the format"):
         load_nli_data([write(tmp_path / "p.txt", "a b 0\n")], XNLI_LABEL2ID)
 
 
@@ -123,7 +130,7 @@ def test_all_languages_schema_is_refused_clearly(tmp_path):
         "label": 0,
     }
     path = write(tmp_path / "all.jsonl", json.dumps(row) + "\n")
-    with pytest.raises(CLIError, match="the premise is a dict, not text.*per-language config"):
+    with pytest.raises(NLIDataError, match="the premise is a dict, not text.*per-language config"):
         load_nli_data([path], XNLI_LABEL2ID)
 
 

@@ -1,4 +1,4 @@
-"""`xlmr finetune` (issue 5): several processes, resuming, and bad data stopping before training."""
+"""`xlmr finetune`: several processes, resuming, and bad data stopping before training."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ import subprocess
 import sys
 
 import pytest
-from finetune_support import finetune_args, predictions_of, read_json
-from helpers import REPO_ROOT, accelerate_launch_command, run_without_package
 
 from modeling_xlmr.cli import main
-
+from tests.support.nli import finetune_args, predictions_of, read_json
+from tests.support.processes import (
+    REPO_ROOT,
+    accelerate_launch_command,
+    run_without_package,
+)
 
 # ------------------------------------------------------------------------------------------ 2. DDP
 

@@ -14,14 +14,25 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from fairseq_fixtures import expected_fairseq_state, fairseq_checkpoint, tiny_config, tiny_sentencepiece  # noqa: F401
-from helpers import cosine, tiny_config_kwargs
 
-from modeling_xlmr import XLMRConfig, XLMRForMaskedLM, XLMRForSequenceClassification, XLMRHubInterface
-from modeling_xlmr.hub_interface import word_alignment_matrix
-from modeling_xlmr.hub_loading import parse_dtype
+from modeling_xlmr import (
+    XLMRConfig,
+    XLMRForMaskedLM,
+    XLMRForSequenceClassification,
+    XLMRHubInterface,
+)
+from modeling_xlmr.common.dtypes import parse_dtype
+from modeling_xlmr.hub.alignment import word_alignment_matrix
+from tests.support.fairseq import expected_fairseq_state
+from tests.support.models import (
+    REAL_VOCAB,
+    build_tiny_repo,
+    cosine,
+    fast_stock_tokenizer,
+    tiny_config,
+    tiny_config_kwargs,
+)
 
-REAL_VOCAB = 250002
 SENTENCES = [
     "Hello world!",
     "Le petit chat dort sur la chaise.",
@@ -29,25 +40,6 @@ SENTENCES = [
     "我们今天在公园里散步。",
     "Watoto wanacheza mpira uwanjani.",
 ]
-
-
-def build_tiny_repo(directory: Path, tokenizer, model_class=XLMRForMaskedLM, seed: int = 0, **config) -> Path:
-    """A random 2-layer, hidden-32 XLM-R on the real vocabulary, saved with `tokenizer`."""
-    torch.manual_seed(seed)
-    model = model_class(XLMRConfig(**tiny_config_kwargs(vocab_size=REAL_VOCAB, **config)))
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
-
-
-def fast_stock_tokenizer(tokenizer_json: str):
-    """Transformers' generic fast tokenizer on XLM-R's tokenizer.json: a stock repo's tokenizer, quick to load."""
-    from transformers import PreTrainedTokenizerFast
-
-    special = dict(
-        bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>", sep_token="</s>", cls_token="<s>"
-    )
-    return PreTrainedTokenizerFast(tokenizer_file=tokenizer_json, mask_token="<mask>", model_max_length=512, **special)
 
 
 @pytest.fixture(scope="module")
@@ -216,9 +208,9 @@ def test_registered_head_predicts_log_softmax_of_fairseqs_head_formula(xlmr):
 
 
 @pytest.fixture(scope="module")
-def converted_with_heads(tmp_path_factory, tiny_sentencepiece):  # noqa: F811
+def converted_with_heads(tmp_path_factory, tiny_sentencepiece):
     from conversion import convert_fairseq_checkpoint
-    from conversion.fairseq_format import build_fairseq_checkpoint
+    from conversion.synthetic import build_fairseq_checkpoint
 
     root = tmp_path_factory.mktemp("converted_heads")
     heads = {"mnli": 3, "sentiment": 2}

@@ -1,4 +1,4 @@
-"""Issue 2: the model classes against stock transformers' XLM-RoBERTa, which is the reference here."""
+"""The model classes against stock transformers' XLM-RoBERTa, which is the reference here."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import pytest
 import torch
 import transformers
 from transformers.initialization import no_init_weights
-from helpers import cosine, random_padded_batch, run_without_package, tiny_config_kwargs
 
 from modeling_xlmr import (
     XLMRConfig,
@@ -19,6 +18,8 @@ from modeling_xlmr import (
     XLMRForTokenClassification,
     XLMRModel,
 )
+from tests.support.models import cosine, random_padded_batch, tiny_config_kwargs
+from tests.support.processes import run_without_package
 
 HEADS = {
     "base": (transformers.XLMRobertaModel, XLMRModel),

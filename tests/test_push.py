@@ -19,10 +19,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from fairseq_fixtures import fairseq_checkpoint, tiny_sentencepiece  # noqa: F401
-from helpers import REPO_ROOT
 
 from conversion import convert_fairseq_checkpoint
+from tests.support.processes import REPO_ROOT
 
 TOKEN = "hf_SecretTestToken1234567890abcdefXYZ"
 LFS_SUFFIXES = (".safetensors", ".model", ".json")  # tokenizer.json is big on real repos; LFS path gets exercised

@@ -8,12 +8,12 @@ import shutil
 
 import pytest
 import sentencepiece
-from helpers import run_without_package
 from tokenizers import Tokenizer
 from transformers import AutoTokenizer, XLMRobertaTokenizer
 
 from modeling_xlmr import XLMRTokenizerFast
 from modeling_xlmr.sentencepiece_conversion import is_converted_here
+from tests.support.processes import run_without_package
 
 HELLO_IDS = [0, 35378, 8999, 38, 2]  # fairseq's xlmr.base/large encode("Hello world!")
 

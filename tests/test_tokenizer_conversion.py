@@ -59,7 +59,7 @@ def test_dict_file_parsing(tmp_path):
     (tmp_path / "dict.txt").write_text("\u2581the 120\n, 99\nab cd 3\n", encoding="utf-8")
     assert read_fairseq_dict(tmp_path / "dict.txt") == ["\u2581the", ",", "ab cd"]
     (tmp_path / "bad.txt").write_text("\u2581the 120\nnocount\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"bad.txt:2: expected '<symbol> <count>'"):
+    with pytest.raises(ValueError, match=r"bad.txt line 2 is not '<symbol> <count>'"):
         read_fairseq_dict(tmp_path / "bad.txt")
 
 

@@ -9,11 +9,14 @@ import random
 
 import pytest
 import sentencepiece
-from test_tokenizer_corpus import ADVERSARIAL_STRINGS
 from transformers import XLMRobertaTokenizer
 
 from modeling_xlmr import XLMRTokenizerFast
-from modeling_xlmr.sentencepiece_conversion import build_backend_tokenizer, load_model_proto
+from modeling_xlmr.sentencepiece_conversion import (
+    build_backend_tokenizer,
+    load_model_proto,
+)
+from tests.support.corpus import ADVERSARIAL_STRINGS
 
 
 def fairseq_reference(model_file: str, symbols: list[str] | None = None):

@@ -83,7 +83,11 @@ def demo(workdir: Path, seed: int = 0, out=None) -> int:
     say(f"      files: {', '.join(sorted(path.name for path in repo_dir.iterdir()))}")
 
     say("[3/5] loading it with AutoModel.from_pretrained(repo, trust_remote_code=True)")
-    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import (
+        AutoModel,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
 
     tokenizer = AutoTokenizer.from_pretrained(repo_dir, trust_remote_code=True)
     model = AutoModel.from_pretrained(repo_dir, trust_remote_code=True).eval()
@@ -113,7 +117,7 @@ def demo(workdir: Path, seed: int = 0, out=None) -> int:
         say(f"      {language}: {classifier.config.id2label[best]} ({float(row[best]):.3f})")
 
     say("      and with the fairseq-style interface (XLMRHubInterface):")
-    from .hub_interface import XLMRHubInterface
+    from ..hub import XLMRHubInterface
 
     xlmr = XLMRHubInterface.from_pretrained(str(repo_dir)).eval()
     tokens = xlmr.encode(SENTENCES["en"], SENTENCES["fr"])
@@ -135,17 +139,17 @@ def demo(workdir: Path, seed: int = 0, out=None) -> int:
 
 def write_fairseq_checkpoint(directory: Path, seed: int) -> int:
     """A random fairseq XLM-R of `TINY_SIZES` with one classification head; returns its vocabulary size."""
-    from conversion.fairseq_format import DICTIONARY_FILE, build_fairseq_checkpoint
+    from conversion.checkpoint import DICTIONARY_FILE
+    from conversion.synthetic import build_fairseq_checkpoint
 
-    from .configuration_xlmr import XLMRConfig
+    from ..configuration_xlmr import XLMRConfig
+    from ..sentencepiece_conversion import FAIRSEQ_SPECIAL_TOKENS, read_fairseq_dict
 
     build_fairseq_checkpoint(
         directory, XLMRConfig(**TINY_SIZES), classification_heads={HEAD_NAME: len(LABELS)}, seed=seed
     )
-    dictionary_entries = sum(
-        1 for line in (directory / DICTIONARY_FILE).read_text(encoding="utf-8").splitlines() if line
-    )
-    return dictionary_entries + 5  # fairseq adds <s> <pad> </s> <unk> before dict.txt and <mask> after
+    # fairseq's ids: its special tokens, the dict.txt entries, then <mask>
+    return len(FAIRSEQ_SPECIAL_TOKENS) + len(read_fairseq_dict(directory / DICTIONARY_FILE)) + 1
 
 
 __all__ = ["add_subcommands", "run_demo", "demo"]

@@ -16,43 +16,22 @@ instead of spaCy, returning a `WordFeatures` instead of a spaCy `Doc`.
 
 from __future__ import annotations
 
-import contextlib
-import re
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from . import batching
-from .hub_loading import (
-    FairseqClassificationHead,
-    load_classification_heads,
-    load_model_and_tokenizer,
-    parse_dtype,
-)
-from .modeling_xlmr import XLMRModel
+from ..common.dtypes import parse_dtype
+from ..configuration_xlmr import max_sequence_length
+from ..inference import batching
+from ..inference.engine import InferenceEngine, evaluating
+from ..modeling_xlmr import XLMRClassificationHead, XLMRModel
+from .alignment import WordFeatures, word_alignment_matrix, words_with_spans
+from .heads import default_head, label_names
+from .loading import load_repo
 
 MASK_TOKEN = "<mask>"
-WORD_PATTERN = re.compile(r"\w+|[^\w\s]")  # letters/digits runs, and each punctuation mark on its own
-
-
-@dataclass
-class WordFeatures:
-    """Word-level features: row 0 is `<s>`, then one row per word, then `</s>` (fairseq's layout).
-
-    `features` is (words + 2, hidden), or a list of those (one per layer) for `return_all_hiddens`.
-    `spans` are character offsets into the sentence (None for `<s>`/`</s>`).
-    """
-
-    words: list[str]
-    spans: list[tuple[int, int] | None]
-    features: torch.Tensor | list[torch.Tensor]
-
-    def __len__(self) -> int:
-        return len(self.words)
 
 
 class XLMRHubInterface(nn.Module):
@@ -84,19 +63,11 @@ class XLMRHubInterface(nn.Module):
         ``"fp16"``, ``"bf16"`` (or their long names) or a torch dtype. Heads converted from fairseq
         are registered under their fairseq names.
         """
-        model, tokenizer = load_model_and_tokenizer(
+        repo = load_repo(
             name_or_path, device_map=device_map, dtype=parse_dtype(dtype), revision=revision, **model_kwargs
         )
-        interface = cls(model, tokenizer)
-        classifier = getattr(model, "classifier", None)
-        if isinstance(classifier, nn.Module):
-            name = getattr(model.config, "fairseq_head_name", None) or "classifier"
-            interface.classification_heads[name] = classifier
-            interface.head_labels[name] = interface._config_labels()
-        extra_heads = load_classification_heads(name_or_path, model.config, revision, skip=tuple(interface.head_labels))
-        for name, (head, labels) in extra_heads.items():
-            interface.classification_heads[name] = head.to(interface._output_device, interface.dtype)
-            interface.head_labels[name] = labels
+        interface = cls(repo.model, repo.tokenizer, {name: head for name, (head, _) in repo.heads.items()})
+        interface.head_labels = {name: labels for name, (_, labels) in repo.heads.items()}
         return interface
 
     # ------------------------------------------------------------------------------------------
@@ -115,7 +86,7 @@ class XLMRHubInterface(nn.Module):
     @property
     def device(self) -> torch.device:
         """Where inputs go: the device of the word embeddings (the first one under a device map)."""
-        return self.backbone.get_input_embeddings().weight.device
+        return self.engine.device
 
     @property
     def dtype(self) -> torch.dtype:
@@ -124,13 +95,17 @@ class XLMRHubInterface(nn.Module):
     @property
     def max_positions(self) -> int:
         """Tokens one sequence may hold, `<s>` and `</s>` included (512 for XLM-R)."""
-        # Stock XLMRobertaConfig lacks the property: positions start after the padding index.
-        return self.config.max_position_embeddings - self.config.pad_token_id - 1
+        return max_sequence_length(self.config)
+
+    @property
+    def engine(self) -> InferenceEngine:
+        """The batch engine `embed` and `classify` run on (same model and tokenizer)."""
+        return InferenceEngine(self.model, self.tokenizer)
 
     @property
     def _output_device(self) -> torch.device:
         # Under a device map the last layer may live elsewhere than the embeddings; heads go there.
-        return next(self.backbone.encoder.layer[-1].parameters()).device
+        return self.engine.output_device
 
     # ------------------------------------------------------------------------------------------
     # Tokens
@@ -165,12 +140,7 @@ class XLMRHubInterface(nn.Module):
         return decoded[0] if len(decoded) == 1 else decoded
 
     def _content_ids(self, text: str) -> list[int]:
-        return self._tokenize(text)["input_ids"]
-
-    def _tokenize(self, text: str | list[str], **kwargs):
-        # As fairseq, text is only text: a literal "<s>" or "<mask>" in it is spelled out in pieces,
-        # never turned into the special token (tokenizers that ignore the flag keep their own rule).
-        return self.tokenizer(text, add_special_tokens=False, split_special_tokens=True, verbose=False, **kwargs)
+        return self.engine.content_ids([text])[0]
 
     def _pieces_to_text(self, ids: list[int]) -> str:
         # fairseq: Dictionary.string drops <s> and </s>, then the sentencepiece decoder joins pieces.
@@ -219,7 +189,10 @@ class XLMRHubInterface(nn.Module):
         if num_classes is None or num_classes < 1:
             raise ValueError(f"register_classification_head({name!r}) needs num_classes >= 1, got {num_classes}.")
         hidden = self.config.hidden_size
-        head = FairseqClassificationHead(hidden, inner_dim or hidden, num_classes, **kwargs)
+        activation_fn, dropout = kwargs.pop("activation_fn", "tanh"), kwargs.pop("pooler_dropout", 0.0)
+        if kwargs:
+            raise TypeError(f"register_classification_head got unexpected arguments {sorted(kwargs)}.")
+        head = XLMRClassificationHead(self.config, num_classes, inner_dim or hidden, activation_fn, dropout)
         self.classification_heads[name] = head.to(self._output_device, self.dtype)
         self.head_labels[name] = None
 
@@ -272,9 +245,11 @@ class XLMRHubInterface(nn.Module):
     def extract_features_aligned_to_words(self, sentence: str, return_all_hiddens: bool = False) -> WordFeatures:
         """Features per word (regex words: letter/digit runs and single punctuation marks), fairseq's
         way: a token's features are split evenly among the words it overlaps and summed per word."""
-        encoding = self._tokenize(sentence, return_offsets_mapping=True)
+        encoding = self.tokenizer(
+            sentence, add_special_tokens=False, split_special_tokens=True, return_offsets_mapping=True, verbose=False
+        )
         ids, offsets = encoding["input_ids"], encoding["offset_mapping"]
-        words = [(match.group(), match.span()) for match in WORD_PATTERN.finditer(sentence)]
+        words = words_with_spans(sentence)
         tokens = torch.tensor([self.tokenizer.bos_token_id, *ids, self.tokenizer.eos_token_id])
         alignment = word_alignment_matrix(offsets, [span for _, span in words])
         features = self.extract_features(tokens, return_all_hiddens=return_all_hiddens)
@@ -305,18 +280,14 @@ class XLMRHubInterface(nn.Module):
     ) -> torch.Tensor:
         """One float32 vector per text, in input order: (len(texts), hidden) on the CPU.
 
-        Texts are sorted by length and batched under `max_tokens_per_batch` padded tokens. A text
-        over 512 tokens raises (`long_text="error"`), is cut (`"truncate"`) or is encoded as
-        overlapping windows whose vectors are averaged, weighted by token count (`"chunk"`);
-        see `modeling_xlmr.batching`. `mean` pooling averages all real tokens, `<s>`/`</s>` included.
+        Texts are sorted by length and batched under `max_tokens_per_batch` tokens. A text over 512
+        tokens raises (`long_text="error"`), is cut (`"truncate"`) or is encoded as overlapping windows
+        whose vectors are averaged, weighted by token count (`"chunk"`); see
+        `modeling_xlmr.inference.batching`. `mean` pooling averages all real tokens, `<s>`/`</s>` included.
         """
-        batching.check_choice("pooling", pooling, batching.POOLINGS)
-        windows = self._plan(texts, long_text, chunk_overlap)
-        pooled = torch.empty((len(windows), self.config.hidden_size))
-        for indices, hidden, attention_mask in self._run_batches(windows, max_tokens_per_batch, progress):
-            pooled[indices] = batching.pool(hidden, attention_mask, pooling).cpu()
-        embeddings = batching.combine_windows(pooled, windows, len(texts))
-        return F.normalize(embeddings, dim=-1) if normalize else embeddings
+        return self.engine.embed(
+            texts, pooling, normalize, max_tokens_per_batch, long_text, chunk_overlap, progress=progress
+        )
 
     def classify(
         self,
@@ -331,108 +302,12 @@ class XLMRHubInterface(nn.Module):
         Returns, in input order, ``{"label", "score", "probabilities": {label: p}}`` with labels from
         `config.id2label` (or the fairseq head's labels). `long_text` is "error" or "truncate".
         """
-        batching.check_choice("long_text", long_text, ("error", "truncate"))
-        name = self._default_head() if head is None else head
-        classifier, labels = self._head(name), self._labels(name)
-        windows = self._plan(texts, long_text, batching.DEFAULT_CHUNK_OVERLAP)
-        probabilities = torch.empty((len(windows), len(labels)))
-        for indices, hidden, _ in self._run_batches(windows, max_tokens_per_batch, progress):
-            logits = classifier(hidden.to(self._output_device))
-            probabilities[indices] = logits.float().softmax(dim=-1).cpu()
-        return [classification_record(row, labels) for row in probabilities.tolist()]
-
-    def _plan(self, texts: Sequence[str], long_text: str, chunk_overlap: int) -> list[batching.Window]:
-        if isinstance(texts, str):
-            raise TypeError("pass a list of texts (wrap a single text: [text]).")
-        content_ids = self._tokenize(list(texts))["input_ids"] if texts else []
-        return batching.plan_windows(
-            content_ids,
-            bos_id=self.tokenizer.bos_token_id,
-            eos_id=self.tokenizer.eos_token_id,
-            max_length=self.max_positions,
-            long_text=long_text,
-            chunk_overlap=chunk_overlap,
+        name = (
+            default_head(self.classification_heads, getattr(self.model, "classifier", None)) if head is None else head
         )
-
-    def _run_batches(
-        self, windows: list[batching.Window], max_tokens_per_batch: int, progress: bool
-    ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
-        """Yields (window indices, last hidden states, attention mask) per length-sorted batch,
-        in eval mode and inference mode on the packed path."""
-        bar = tqdm(total=sum(map(len, windows)), unit="tok", disable=not progress, dynamic_ncols=True)
-        with evaluating(self), torch.inference_mode(), bar:
-            for indices, batch in batching.iterate_batches(windows, max_tokens_per_batch):
-                input_ids, attention_mask = batching.collate(batch, self.config.pad_token_id)
-                input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
-                hidden = self._encode(input_ids, attention_mask).last_hidden_state
-                yield indices, hidden, attention_mask
-                bar.update(int(attention_mask.sum()))
-
-    def _default_head(self) -> str:
-        classifier = getattr(self.model, "classifier", None)
-        for name, head in self.classification_heads.items():
-            if head is classifier:
-                return name
-        if len(self.classification_heads) == 1:
-            return next(iter(self.classification_heads))
-        known = ", ".join(map(repr, self.classification_heads)) or "none"
-        raise ValueError(
-            f"no default classification head (heads: {known}); load a sequence-classification repo or pass head=NAME."
-        )
-
-    def _labels(self, head: str) -> list[str]:
-        num_classes = self.classification_heads[head].out_proj.out_features
-        labels = self.head_labels.get(head)
-        if labels is None or len(labels) != num_classes:
-            labels = [f"LABEL_{index}" for index in range(num_classes)]
-        return labels
-
-    def _config_labels(self) -> list[str]:
-        id2label = self.config.id2label or {}
-        return [str(id2label.get(index, f"LABEL_{index}")) for index in range(self.config.num_labels)]
+        classifier = self._head(name)
+        labels = label_names(classifier, self.head_labels.get(name))
+        return self.engine.classify(texts, classifier, labels, max_tokens_per_batch, long_text, progress=progress)
 
 
-def classification_record(probabilities: list[float], labels: list[str]) -> dict:
-    best = max(range(len(probabilities)), key=probabilities.__getitem__)
-    return {
-        "label": labels[best],
-        "score": probabilities[best],
-        "probabilities": dict(zip(labels, probabilities)),
-    }
-
-
-def word_alignment_matrix(
-    token_offsets: Sequence[tuple[int, int]], word_spans: Sequence[tuple[int, int]]
-) -> torch.Tensor:
-    """(words + 2, tokens + 2) weights mapping token features (with `<s>`/`</s>`) to word rows.
-
-    A token overlapping several words is shared evenly between them (fairseq's
-    `align_features_to_words`); a token covering no word character (a lone '▁') goes to the next
-    word (or the last one), so every token's features land in exactly one row sum.
-    """
-    num_tokens, num_words = len(token_offsets), len(word_spans)
-    matrix = torch.zeros((num_words + 2, num_tokens + 2))
-    matrix[0, 0] = 1.0  # <s>
-    matrix[-1, -1] = 1.0  # </s>
-    for token, (start, end) in enumerate(token_offsets):
-        overlapping = [w for w, (w_start, w_end) in enumerate(word_spans) if start < w_end and w_start < end]
-        if not overlapping and num_words:
-            following = [w for w, (w_start, _) in enumerate(word_spans) if w_start >= end]
-            overlapping = [following[0] if following else num_words - 1]
-        for word in overlapping:
-            matrix[1 + word, 1 + token] = 1.0 / len(overlapping)
-    return matrix
-
-
-@contextlib.contextmanager
-def evaluating(module: nn.Module):
-    """Eval mode inside the block, the previous mode after it (fairseq's `utils.model_eval`)."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield module
-    finally:
-        module.train(was_training)
-
-
-__all__ = ["XLMRHubInterface", "WordFeatures", "parse_dtype", "word_alignment_matrix"]
+__all__ = ["XLMRHubInterface", "WordFeatures"]

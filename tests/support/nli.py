@@ -1,4 +1,4 @@
-"""Synthetic NLI data and a tiny XLM-R for the `xlmr finetune` / `xlmr evaluate` tests (issue 5).
+"""Synthetic NLI data and a tiny XLM-R for the `xlmr finetune` / `xlmr evaluate` tests.
 
 The synthetic task has a rule a model must read both sentences for, in two "languages":
 the hypothesis repeats the premise (entailment), adds a cause the premise does not state (neutral), or

@@ -1,9 +1,10 @@
-"""Batch planning for `XLMRHubInterface.embed` / `classify`, free of any model code.
+"""Batch planning for the inference engine, free of any model code.
 
-The pipeline is split like text-embeddings-inference's: texts are tokenized once (by the caller),
+The pipeline is split like text-embeddings-inference's: texts are tokenized once (by the engine),
 turned into *windows* here (one per text, or several overlapping ones for a long text), grouped
-into length-sorted batches under a token budget, run through the encoder (by the caller), pooled
-per window, and combined back into one row per text in input order.
+into length-sorted batches under a token budget, run through the encoder (by the engine) with the
+windows laid back to back (no padding), pooled per window, and combined back into one row per text
+in input order.
 
 Choices, stated once:
 
@@ -126,7 +127,8 @@ def token_budget_batches(lengths: Sequence[int], max_tokens_per_batch: int) -> l
 
 
 def collate(windows: Sequence[Window], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded (input_ids, attention_mask) for a batch of windows."""
+    """Right-padded (input_ids, attention_mask): only for an encoder that cannot take packed windows
+    (a stock transformers model); this package's encoder never sees padding here."""
     longest = max(len(window) for window in windows)
     input_ids = torch.full((len(windows), longest), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(windows), longest), dtype=torch.long)
@@ -136,14 +138,17 @@ def collate(windows: Sequence[Window], pad_id: int) -> tuple[torch.Tensor, torch
     return input_ids, attention_mask
 
 
-def pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """(batch, seq, hidden) -> (batch, hidden), in float32 whatever the model's dtype."""
+def pool(states: torch.Tensor, lengths: Sequence[int], pooling: str) -> torch.Tensor:
+    """Packed (tokens, hidden) states of sequences of `lengths`, back to back -> (sequences, hidden),
+    in float32 whatever the model's dtype."""
     check_choice("pooling", pooling, POOLINGS)
-    hidden_states = hidden_states.float()
+    states = states.float()
+    counts = torch.tensor(lengths, dtype=torch.long, device=states.device)
     if pooling == "cls":
-        return hidden_states[:, 0]
-    mask = attention_mask.to(hidden_states.device, torch.float32).unsqueeze(-1)
-    return (hidden_states * mask).sum(dim=1) / mask.sum(dim=1)
+        return states.index_select(0, counts.cumsum(0) - counts)
+    sequence_of_token = torch.repeat_interleave(torch.arange(len(lengths), device=states.device), counts)
+    sums = states.new_zeros((len(lengths), states.shape[-1])).index_add_(0, sequence_of_token, states)
+    return sums / counts[:, None]
 
 
 def combine_windows(pooled: torch.Tensor, windows: Sequence[Window], num_texts: int) -> torch.Tensor:

@@ -14,19 +14,19 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .nli_data import ordered_languages
+from model_cards import NLI_TASK, nli_accuracy_result
+
+from ..common.files import write_text_atomically
+from .data import ordered_languages
 
 CARD_TABLE_START = "<!-- xlmr-nli-results:start -->"
 CARD_TABLE_END = "<!-- xlmr-nli-results:end -->"
-TASK_TYPE = "text-classification"
-TASK_NAME = "Natural Language Inference"
 
 
 @dataclass
@@ -64,6 +64,22 @@ class AccuracyTable:
     @property
     def average(self) -> float:
         return float(np.mean(list(self.accuracy.values())))
+
+    @property
+    def overall(self) -> float:
+        """Accuracy over every example (languages weighted by their size, unlike `average`)."""
+        total = sum(self.examples.values())
+        return sum(self.accuracy[lang] * self.examples[lang] for lang in self.accuracy) / total if total else 0.0
+
+    def metrics(self, prefix: str | None = None) -> dict[str, float]:
+        """The numbers as Trainer reports them: `accuracy` (over all examples), `accuracy_avg` (mean of the
+        languages) and `accuracy_<language>`, with `prefix_` in front (`eval_accuracy`, ...) when given."""
+        values = {"accuracy": self.overall, "accuracy_avg": self.average}
+        values.update({f"accuracy_{language}": value for language, value in self.accuracy.items()})
+        if prefix:
+            values = {f"{prefix}_{name}": value for name, value in values.items()}
+            values[f"{prefix}_samples"] = sum(self.examples.values())
+        return values
 
     def to_dict(self) -> dict:
         return {
@@ -112,26 +128,11 @@ def infer_setting(train_languages: Sequence[str], eval_languages: Sequence[str])
     return None
 
 
-def write_text_atomic(path: str, text: str) -> None:
-    """Write beside the target and rename, so a reader never sees half a file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
 def write_results(table: AccuracyTable, json_path: str | None, markdown_path: str | None = None) -> None:
     if json_path:
-        write_text_atomic(json_path, json.dumps(table.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        write_text_atomically(json_path, json.dumps(table.to_dict(), indent=2, ensure_ascii=False) + "\n")
     if markdown_path:
-        write_text_atomic(markdown_path, table.to_markdown() + "\n")
+        write_text_atomically(markdown_path, table.to_markdown() + "\n")
 
 
 def read_results(json_path: str) -> AccuracyTable:
@@ -145,17 +146,7 @@ def eval_results_for_card(
     """One model-index result per language (dataset config = language) plus the average."""
 
     def result(config: str | None, value: float, metric_name: str) -> EvalResult:
-        return EvalResult(
-            task_type=TASK_TYPE,
-            task_name=TASK_NAME,
-            dataset_type=dataset_type,
-            dataset_name=dataset_name,
-            dataset_config=config,
-            dataset_split=dataset_split,
-            metric_type="accuracy",
-            metric_value=round(value, 4),
-            metric_name=metric_name,
-        )
+        return nli_accuracy_result(round(value, 4), config, dataset_name, dataset_type, dataset_split, metric_name)
 
     results = [result(lang, value, f"Accuracy ({lang})") for lang, value in table.accuracy.items()]
     if len(table.accuracy) > 1:
@@ -188,7 +179,7 @@ def update_model_card(
     if os.path.isfile(card_path):
         card = ModelCard.load(card_path)
     else:
-        data = ModelCardData(library_name="transformers", pipeline_tag="text-classification")
+        data = ModelCardData(library_name="transformers", pipeline_tag=NLI_TASK["task_type"])
         card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n# {table.model}\n")
     new_results = eval_results_for_card(table, dataset_type, dataset_name, dataset_split)
     replaced = {_result_key(result) for result in new_results}
@@ -196,7 +187,7 @@ def update_model_card(
     card.data.eval_results = kept + new_results
     card.data.model_name = card.data.model_name or table.model
     card.text = _with_results_section(card.text, table, dataset_name, dataset_split)
-    write_text_atomic(card_path, str(card))
+    write_text_atomically(card_path, str(card))
     return card
 
 
@@ -219,5 +210,4 @@ __all__ = [
     "read_results",
     "update_model_card",
     "write_results",
-    "write_text_atomic",
 ]

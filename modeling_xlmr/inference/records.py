@@ -1,4 +1,4 @@
-"""Inputs and outputs of `xlmr extract` / `xlmr classify`: text files in, arrays or JSON lines out.
+"""Inputs and outputs of batch inference: text files in, arrays or JSON lines out.
 
 Outputs are written to a temporary file beside the target and renamed at the end, so a failed or
 interrupted run never leaves a partial file under the requested name.
@@ -6,20 +6,23 @@ interrupted run never leaves a partial file under the requested name.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import sys
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .cli import CLIError
+from ..common.files import atomic_file
 
 INPUT_FORMATS = ("txt", "jsonl")
+
+
+class RecordsError(ValueError):
+    """An input or output that batch inference cannot use; the message names the file and the fix."""
+
+
 EMBEDDING_OUTPUTS = (".npy", ".safetensors", ".jsonl")
 SAFETENSORS_KEY = "embeddings"
 
@@ -49,7 +52,7 @@ def read_records(path: str, fmt: str, field: str = "text", id_field: str | None 
             content = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-        raise CLIError(f"cannot read input {path}: {reason}; pass a readable UTF-8 .txt or .jsonl file, or -.")
+        raise RecordsError(f"cannot read input {path}: {reason}; pass a readable UTF-8 .txt or .jsonl file, or -.")
     lines = content.splitlines()
     if fmt == "txt":
         return Records(texts=lines)
@@ -64,10 +67,10 @@ def _jsonl_records(path: str, lines: list[str], field: str, id_field: str | None
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            raise CLIError(f"{path} line {number} is not JSON ({error.msg}); .jsonl needs one object per line.")
+            raise RecordsError(f"{path} line {number} is not JSON ({error.msg}); .jsonl needs one object per line.")
         if not isinstance(record, dict) or not isinstance(record.get(field), str):
             fields = ", ".join(record) if isinstance(record, dict) else type(record).__name__
-            raise CLIError(
+            raise RecordsError(
                 f"{path} line {number} has no text field {field!r} (found: {fields}); choose it with --field."
             )
         texts.append(record[field])
@@ -80,35 +83,13 @@ def check_output(path: str, allowed_suffixes: Sequence[str]) -> str:
     """Validate the output path before any work: known suffix and an existing directory."""
     suffix = Path(path).suffix.lower()
     if suffix not in allowed_suffixes:
-        raise CLIError(f"output {path} must end with {' or '.join(allowed_suffixes)}.")
+        raise RecordsError(f"output {path} must end with {' or '.join(allowed_suffixes)}.")
     directory = Path(path).parent
     if not directory.is_dir():
-        raise CLIError(f"output directory {directory} does not exist; create it first.")
+        raise RecordsError(f"output directory {directory} does not exist; create it first.")
     if Path(path).is_dir():
-        raise CLIError(f"output {path} is a directory; pass a file name.")
+        raise RecordsError(f"output {path} is a directory; pass a file name.")
     return suffix
-
-
-@contextlib.contextmanager
-def atomic_output(path: str) -> Iterator[str]:
-    """A temporary path beside `path`, renamed onto it only if the block succeeds."""
-    target = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=target.suffix)
-    os.close(handle)
-    try:
-        yield temporary
-        os.chmod(temporary, 0o666 & ~_current_umask())  # mkstemp makes it private; give it a normal file's mode
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_embeddings(path: str, embeddings: np.ndarray, ids: list | None = None, id_field: str = "id") -> None:
@@ -116,7 +97,7 @@ def write_embeddings(path: str, embeddings: np.ndarray, ids: list | None = None,
     with the input's id under its own field name when it had one)."""
     suffix = Path(path).suffix.lower()
     embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
-    with atomic_output(path) as temporary:
+    with atomic_file(path) as temporary:
         if suffix == ".npy":
             with open(temporary, "wb") as file:
                 np.save(file, embeddings)
@@ -131,7 +112,7 @@ def write_embeddings(path: str, embeddings: np.ndarray, ids: list | None = None,
 
 def write_classifications(path: str, records: list[dict], ids: list | None = None, id_field: str = "id") -> None:
     """One {"label", "score", "probabilities"} object per line (plus the input's id)."""
-    with atomic_output(path) as temporary:
+    with atomic_file(path) as temporary:
         _write_jsonl(temporary, _with_ids(records, ids, id_field))
 
 
@@ -157,7 +138,7 @@ __all__ = [
     "input_format",
     "read_records",
     "check_output",
-    "atomic_output",
+    "RecordsError",
     "write_embeddings",
     "write_classifications",
 ]

@@ -1,6 +1,7 @@
-"""Write fairseq-format XLM-R checkpoints (`model.pt`, `dict.txt`, `sentencepiece.bpe.model`) without fairseq.
+"""Synthetic fairseq XLM-R checkpoints (`model.pt`, `dict.txt`, `sentencepiece.bpe.model`), written without fairseq.
 
-The converter's tests, and `xlmr demo`, need fairseq checkpoints of a tiny random XLM-R in every
+Not part of the converter: the converter's tests, the benchmarks and `xlmr demo` need fairseq checkpoints
+of a tiny random XLM-R in every
 layout the converter reads: the 2019 `args` Namespace of the released files, the later `cfg` dict
 (with `cfg['model']` a Namespace or a dict), legacy key names, classification heads and the
 released `.tar.gz` archive. The files follow what fairseq itself writes closely enough that real
@@ -19,12 +20,14 @@ from typing import Literal
 
 import torch
 
-CHECKPOINT_FILE = "model.pt"
-DICTIONARY_FILE = "dict.txt"
-SENTENCEPIECE_FILE = "sentencepiece.bpe.model"
-# fairseq's Dictionary reserves these four ids before the dict.txt entries; XLM-R's task appends <mask>.
-FAIRSEQ_SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>")
-PADDING_IDX = 1
+from modeling_xlmr.sentencepiece_conversion import FAIRSEQ_SPECIAL_TOKENS
+
+from .checkpoint import (
+    CHECKPOINT_FILE,
+    DICTIONARY_FILE,
+    PADDING_IDX,
+    SENTENCEPIECE_FILE,
+)
 
 Layout = Literal["args", "cfg", "cfg-dict"]
 

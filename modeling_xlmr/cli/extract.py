@@ -19,8 +19,8 @@ import sys
 
 import numpy as np
 
-from . import batch_io, batching
-from .cli import CLIError
+from ..common.dtypes import parse_dtype
+from ..inference import batching, records
 
 
 def add_subcommands(subparsers) -> None:
@@ -55,7 +55,7 @@ def _add_common_options(parser: argparse.ArgumentParser, output_help: str) -> No
     parser.add_argument("--model", required=True, help="converted or stock XLM-R repo: local directory or Hub id")
     parser.add_argument("--input", required=True, help="texts: .txt (one per line), .jsonl, or - for stdin")
     parser.add_argument("--output", required=True, help=output_help)
-    parser.add_argument("--input-format", choices=batch_io.INPUT_FORMATS, help="default: from the input's suffix")
+    parser.add_argument("--input-format", choices=records.INPUT_FORMATS, help="default: from the input's suffix")
     parser.add_argument("--field", default="text", help="text field of .jsonl records (default: text)")
     parser.add_argument("--id-field", default="id", help="id field of .jsonl records copied to .jsonl outputs")
     parser.add_argument("--revision", help="Hub revision (branch, tag or commit)")
@@ -74,11 +74,12 @@ def _add_common_options(parser: argparse.ArgumentParser, output_help: str) -> No
 
 
 def run_extract(args: argparse.Namespace) -> int:
-    suffix = batch_io.check_output(args.output, batch_io.EMBEDDING_OUTPUTS)
-    records, state, interface = _prepare(args)
+    suffix = records.check_output(args.output, records.EMBEDDING_OUTPUTS)
+    inputs, state, repo = _prepare(args)
+    engine = _engine(repo)
 
     def embed(texts: list[str]) -> np.ndarray:
-        return interface.embed(
+        return engine.embed(
             texts,
             pooling=args.pooling,
             normalize=args.normalize,
@@ -87,30 +88,33 @@ def run_extract(args: argparse.Namespace) -> int:
             progress=_show_progress(args, state),
         ).numpy()
 
-    parts = _run_in_slices(args, state, records.texts, embed)
+    parts = _run_in_slices(args, state, inputs.texts, embed)
     if state.is_main_process:
-        ids = records.ids if suffix == ".jsonl" else None
-        batch_io.write_embeddings(args.output, np.concatenate(parts, axis=0), ids, records.id_field)
+        ids = inputs.ids if suffix == ".jsonl" else None
+        records.write_embeddings(args.output, np.concatenate(parts, axis=0), ids, inputs.id_field)
     return 0
 
 
 def run_classify(args: argparse.Namespace) -> int:
-    batch_io.check_output(args.output, (".jsonl",))
-    records, state, interface = _prepare(args)
+    records.check_output(args.output, (".jsonl",))
+    inputs, state, repo = _prepare(args)
+    engine = _engine(repo)
+    head, labels = _head(repo, args.head)
 
     def classify(texts: list[str]) -> list[dict]:
-        return interface.classify(
+        return engine.classify(
             texts,
-            head=args.head,
+            head,
+            labels,
             max_tokens_per_batch=args.max_tokens_per_batch,
             long_text=args.long_text,
             progress=_show_progress(args, state),
         )
 
-    parts = _run_in_slices(args, state, records.texts, classify)
+    parts = _run_in_slices(args, state, inputs.texts, classify)
     if state.is_main_process:
         results = [result for part in parts for result in part]
-        batch_io.write_classifications(args.output, results, records.ids, records.id_field)
+        records.write_classifications(args.output, results, inputs.ids, inputs.id_field)
     return 0
 
 
@@ -134,30 +138,28 @@ def _run_in_slices(args: argparse.Namespace, state, texts: list[str], compute) -
     from accelerate.utils import gather_object
 
     outcomes = gather_object([outcome])
-    if failure is not None and not isinstance(failure, (CLIError, ValueError, OSError)):
+    if failure is not None and not isinstance(failure, (ValueError, OSError)):
         raise failure  # a bug, not a user error: keep its traceback here
     messages = [message for _, message in outcomes if message is not None]
     if messages and not state.is_main_process:
         raise SystemExit(2)  # the main process reports it, once
     if messages:
-        raise CLIError("; ".join(messages))
+        raise ValueError("; ".join(messages))
     return [result for result, _ in outcomes]
 
 
 def _prepare(args: argparse.Namespace):
     """Check every option and read the input before paying for the model."""
-    from .hub_loading import parse_dtype
-
     dtype = parse_dtype(args.dtype)
     if args.max_tokens_per_batch < 1:
-        raise CLIError(f"--max-tokens-per-batch must be positive, got {args.max_tokens_per_batch}.")
-    records = batch_io.read_records(
-        args.input, batch_io.input_format(args.input, args.input_format), args.field, args.id_field
+        raise ValueError(f"--max-tokens-per-batch must be positive, got {args.max_tokens_per_batch}.")
+    inputs = records.read_records(
+        args.input, records.input_format(args.input, args.input_format), args.field, args.id_field
     )
 
     state = _process_state(args.device)
     device_map = args.device or state.device
-    return records, state, _load(args.model, device_map, dtype, args.revision)
+    return inputs, state, _load(args.model, device_map, dtype, args.revision)
 
 
 def _process_state(device: str | None):
@@ -176,14 +178,33 @@ def _process_state(device: str | None):
 def _load(model: str, device_map, dtype, revision: str | None):
     from transformers.utils import logging
 
-    from .hub_interface import XLMRHubInterface
+    from ..hub.loading import load_repo
 
     logging.disable_progress_bar()  # our own bar is the one that matters; keep stderr readable
     try:
-        return XLMRHubInterface.from_pretrained(model, device_map=device_map, dtype=dtype, revision=revision)
+        return load_repo(model, device_map=device_map, dtype=dtype, revision=revision)
     except (OSError, ValueError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CLIError(f"cannot load model: {reason}") from error
+        raise OSError(f"cannot load model: {reason}") from error
+
+
+def _engine(repo):
+    from ..inference.engine import InferenceEngine
+
+    return InferenceEngine(repo.model, repo.tokenizer)
+
+
+def _head(repo, name: str | None):
+    """The head to classify with (default: the model's own classifier, or the only head) and its labels."""
+    from ..hub.heads import default_head, label_names
+
+    heads = {head_name: head for head_name, (head, _) in repo.heads.items()}
+    if name is None:
+        name = default_head(heads, getattr(repo.model, "classifier", None))
+    if name not in heads:
+        known = ", ".join(map(repr, heads)) or "none"
+        raise ValueError(f"no classification head named {name!r} (heads: {known}); choose one with --head.")
+    return heads[name], label_names(heads[name], repo.heads[name][1])
 
 
 def _announce_share(args: argparse.Namespace, state, total: int, count: int) -> int:

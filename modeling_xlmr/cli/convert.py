@@ -7,7 +7,9 @@ import signal
 import sys
 from contextlib import contextmanager
 
-from .fairseq_format import CHECKPOINT_FILE
+from conversion.checkpoint import CHECKPOINT_FILE
+
+from ..common.dtypes import SHORT_NAMES
 
 
 def _stderr(message: str) -> None:
@@ -36,8 +38,8 @@ def _interrupt_on_sigterm():
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from .convert import convert_fairseq_checkpoint
-    from .hub import push_to_hub
+    from conversion.convert import convert_fairseq_checkpoint
+    from conversion.hub import push_to_hub
 
     with _interrupt_on_sigterm():
         result = convert_fairseq_checkpoint(
@@ -58,7 +60,7 @@ def run_convert(args: argparse.Namespace) -> int:
 
 
 def run_push(args: argparse.Namespace) -> int:
-    from .hub import push_to_hub
+    from conversion.hub import push_to_hub
 
     return _push(args.folder, args.repo_id, args, push_to_hub)
 
@@ -99,9 +101,7 @@ def add_subcommands(subparsers) -> None:
     convert.add_argument("--checkpoint-file", default=CHECKPOINT_FILE, help="checkpoint inside SRC (default: model.pt)")
     convert.add_argument("--head", help="classification head stored as the sequence-classification head")
     convert.add_argument("--labels", type=_labels, help="comma-separated label names of --head, in class order")
-    convert.add_argument(
-        "--dtype", choices=("fp32", "fp16", "bf16"), default="fp32", help="weights dtype (default fp32)"
-    )
+    convert.add_argument("--dtype", choices=SHORT_NAMES, default="fp32", help="weights dtype (default fp32)")
     convert.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     convert.add_argument("--push-to-hub", metavar="REPO_ID", help="upload OUT to this Hub repo after converting")
     _add_push_options(convert)

@@ -13,7 +13,7 @@ A row's language comes from the language column if there is one, else from a `LA
 from XNLI's file layouts (`multinli.train.fr.tsv`, the Hub dataset's `fr/` folders), else "all".
 
 All checks (missing file, empty file, missing column, unknown or out-of-range label, missing text)
-run here, before a model is loaded, and raise `CLIError` with one line naming the fix.
+run here, before a model is loaded, and raise `NLIDataError` with one line naming the fix.
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import datasets
-
-from .cli import CLIError
 
 # XNLI's label ids (the Hub `xnli` dataset and the paper): 0 entailment, 1 neutral, 2 contradiction.
 XNLI_LABELS = ("entailment", "neutral", "contradiction")
@@ -51,6 +49,10 @@ OPTION_OF_ROLE = {role: f"--{role}-column" for role in DEFAULT_COLUMNS}
 
 BUILDER_OF_SUFFIX = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
 _LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+
+
+class NLIDataError(ValueError):
+    """Data that fine-tuning or evaluation cannot use; the message names the file, the row and the fix."""
 
 
 @dataclass(frozen=True)
@@ -112,13 +114,13 @@ def load_nli_data(
     """
     parts = [_load_one(DataFile.parse(f) if isinstance(f, str) else f, label2id, columns) for f in files]
     if not parts:
-        raise CLIError("No data files given.")
+        raise NLIDataError("No data files given.")
     data = datasets.concatenate_datasets(parts)
     if languages:
         wanted = set(languages)
         found = set(data.unique("language"))
         if not wanted & found:
-            raise CLIError(
+            raise NLIDataError(
                 f"None of the languages {sorted(wanted)} occur in the data (found {sorted(found)}); "
                 "fix the language list or the language column."
             )
@@ -129,15 +131,15 @@ def load_nli_data(
 def _load_one(data_file: DataFile, label2id: dict[str, int], columns: ColumnNames) -> datasets.Dataset:
     path = data_file.path
     if not os.path.isfile(path):
-        raise CLIError(f"Data file {path} does not exist; check the path.")
+        raise NLIDataError(f"Data file {path} does not exist; check the path.")
     if not _has_rows(path):
-        raise CLIError(f"Data file {path} has no rows; give a file with premise/hypothesis/label rows.")
+        raise NLIDataError(f"Data file {path} has no rows; give a file with premise/hypothesis/label rows.")
     raw = _read_table(path)
 
     names = {role: _find_column(raw.column_names, role, getattr(columns, role), path) for role in DEFAULT_COLUMNS}
     for role in ("premise", "hypothesis", "label"):
         if names[role] is None:
-            raise CLIError(_missing_column_message(path, role, raw.column_names, getattr(columns, role)))
+            raise NLIDataError(_missing_column_message(path, role, raw.column_names, getattr(columns, role)))
 
     convert = _RowConverter(path, names, label2id, data_file.language or language_from_file_name(path))
     converted = raw.map(convert, batched=True, with_indices=True, remove_columns=raw.column_names)
@@ -148,7 +150,7 @@ def _read_table(path: str) -> datasets.Dataset:
     suffix = os.path.splitext(path)[1].lower()
     builder = BUILDER_OF_SUFFIX.get(suffix)
     if builder is None:
-        raise CLIError(
+        raise NLIDataError(
             f"Cannot tell the format of {path} from its extension; use one of {', '.join(sorted(BUILDER_OF_SUFFIX))}."
         )
     options = {}
@@ -167,7 +169,7 @@ def _read_table(path: str) -> datasets.Dataset:
     try:
         return datasets.load_dataset(builder, data_files=path, split="train", **options)
     except Exception as error:  # datasets/pyarrow/pandas raise many types for unreadable files
-        raise CLIError(f"Could not read {path} as {builder}: {_innermost_message(error)}") from error
+        raise NLIDataError(f"Could not read {path} as {builder}: {_innermost_message(error)}") from error
 
 
 def _has_rows(path: str) -> bool:
@@ -203,7 +205,7 @@ def _csv_header(path: str, delimiter: str) -> list[str]:
 def _find_column(available: list[str], role: str, requested: str | None, path: str) -> str | None:
     if requested is not None:
         if requested not in available:
-            raise CLIError(_missing_column_message(path, role, available, requested))
+            raise NLIDataError(_missing_column_message(path, role, available, requested))
         return requested
     return next((name for name in DEFAULT_COLUMNS[role] if name in available), None)
 
@@ -234,9 +236,9 @@ class _RowConverter:
         for role in ("premise", "hypothesis"):
             for value, index in zip(batch[self.names[role]], indices):
                 if value is None:
-                    raise CLIError(f"{self.path} row {index + 1} has no {role}; fill it in or drop the row.")
+                    raise NLIDataError(f"{self.path} row {index + 1} has no {role}; fill it in or drop the row.")
                 if not isinstance(value, str):
-                    raise CLIError(
+                    raise NLIDataError(
                         f"{self.path} row {index + 1}: the {role} is a {type(value).__name__}, not text; give one "
                         "sentence per cell (for the Hub xnli dataset, use a per-language config, not all_languages)."
                     )
@@ -262,7 +264,7 @@ class _RowConverter:
         else:
             problem = f"label {value!r} is not a known label"
         names = ", ".join(f"{index}={name}" for index, name in self.label_names.items())
-        raise CLIError(
+        raise NLIDataError(
             f"{self.path} row {index + 1}: {problem} (labels: {names}); fix the row, drop unlabeled rows, "
             "or set the label names with --labels."
         )
@@ -274,7 +276,9 @@ class _RowConverter:
         languages = []
         for value, index in zip(batch[column], indices):
             if value is None or not str(value).strip():
-                raise CLIError(f"{self.path} row {index + 1} has no language; fill it in or tag the file LANG=PATH.")
+                raise NLIDataError(
+                    f"{self.path} row {index + 1} has no language; fill it in or tag the file LANG=PATH."
+                )
             languages.append(str(value).strip())
         return languages
 
@@ -310,6 +314,7 @@ __all__ = [
     "XNLI_LANGUAGES",
     "ColumnNames",
     "DataFile",
+    "NLIDataError",
     "is_placeholder_labels",
     "label_maps",
     "load_nli_data",

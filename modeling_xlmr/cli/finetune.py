@@ -1,0 +1,147 @@
+"""`xlmr finetune` and `xlmr evaluate`: XNLI-style sentence-pair classification with Transformers' `Trainer`."""
+
+from __future__ import annotations
+
+import argparse
+
+FINETUNE_DESCRIPTION = """Fine-tune XLM-R on premise/hypothesis/label data (XNLI-style) with Trainer.
+
+Cross-lingual transfer and translate-train-all are just data options:
+
+    # cross-lingual transfer: train on English, test on every language
+    xlmr finetune --model xlmr.base --output-dir xnli-en --train-file multinli.train.en.tsv \\
+        --eval-file xnli.test.tsv
+    # translate-train-all: train on every language
+    xlmr finetune --model xlmr.base --output-dir xnli-all --train-file multinli.train.*.tsv \\
+        --eval-file xnli.test.tsv
+
+Runs unchanged under `accelerate launch` (DDP). Needs the `finetune` extra (datasets).
+"""
+
+
+def add_subcommands(subparsers) -> None:
+    finetune = subparsers.add_parser(
+        "finetune",
+        help="fine-tune XLM-R for premise/hypothesis classification (XNLI) with Trainer",
+        description=FINETUNE_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_model_and_data_options(finetune, training=True)
+    _add_training_options(finetune)
+    _add_report_options(finetune, training=True)
+    finetune.set_defaults(func=run_finetune)
+
+    evaluate = subparsers.add_parser(
+        "evaluate",
+        help="accuracy per language (and average) of an NLI model, as a markdown table and JSON",
+        description="Evaluate a sequence-pair classifier per language, like the seed's XNLI table.",
+    )
+    _add_model_and_data_options(evaluate, training=False)
+    evaluate.add_argument(
+        "--output-dir", help="write eval_results.json, all_results.json and nli_accuracy.json/.md here"
+    )
+    evaluate.add_argument("--per-device-eval-batch-size", type=int, default=64)
+    evaluate.add_argument("--bf16", action="store_true", help="evaluate in bfloat16")
+    evaluate.add_argument("--fp16", action="store_true", help="evaluate in float16")
+    evaluate.add_argument("--use-cpu", action="store_true", help="stay on the CPU even if a GPU is present")
+    _add_report_options(evaluate, training=False)
+    evaluate.set_defaults(func=run_evaluate)
+
+
+def _add_model_and_data_options(parser: argparse.ArgumentParser, training: bool) -> None:
+    parser.add_argument("--model", required=True, help="converted XLM-R directory or any XLM-R repo")
+    files_help = (
+        "data file(s): .jsonl/.json/.csv/.tsv/.parquet; prefix LANG= to tag a file without a language "
+        "column (fr=xnli.test.fr.jsonl); XNLI-MT names (multinli.train.fr.tsv) tag themselves"
+    )
+    if training:
+        parser.add_argument("--output-dir", required=True, help="where checkpoints and the final model go")
+        parser.add_argument("--train-file", nargs="+", action="extend", required=True, help=files_help)
+        parser.add_argument("--eval-file", nargs="+", action="extend", default=[], help=files_help)
+        parser.add_argument("--train-languages", type=_language_list, help="keep only these training languages")
+    else:
+        parser.add_argument("--eval-file", nargs="+", action="extend", required=True, help=files_help)
+    parser.add_argument("--eval-languages", type=_language_list, help="keep only these evaluation languages (en,fr)")
+    for role in ("premise", "hypothesis", "label", "language"):
+        parser.add_argument(f"--{role}-column", help=f"name of the {role} column (default: the usual names)")
+    parser.add_argument(
+        "--labels",
+        type=_language_list,
+        help="label names in id order (default: the model's id2label, else entailment,neutral,contradiction)",
+    )
+    parser.add_argument("--max-length", type=int, default=128, help="truncate pairs to this many tokens")
+
+
+def _add_training_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("training")
+    group.add_argument("--learning-rate", type=float, default=2e-5)
+    group.add_argument("--num-train-epochs", type=float, default=3.0)
+    group.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps (overrides epochs)")
+    group.add_argument("--per-device-train-batch-size", "--batch-size", type=int, default=32)
+    group.add_argument("--per-device-eval-batch-size", type=int, default=64)
+    group.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    group.add_argument("--warmup", type=float, default=0.1, help="warmup steps, or a fraction of all steps if < 1")
+    group.add_argument("--weight-decay", type=float, default=0.01)
+    group.add_argument("--seed", type=int, default=42)
+    group.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision")
+    group.add_argument("--fp16", action="store_true", help="float16 mixed precision")
+    group.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations to save memory")
+    group.add_argument("--group-by-length", action="store_true", help="batch pairs of similar length (less padding)")
+    group.add_argument("--eval-strategy", choices=("no", "steps", "epoch"), default="no")
+    group.add_argument("--eval-steps", type=float, help="steps between evaluations with --eval-strategy steps")
+    group.add_argument("--save-strategy", choices=("no", "steps", "epoch"), default="epoch")
+    group.add_argument("--save-steps", type=float, default=500)
+    group.add_argument("--save-total-limit", type=int, help="keep at most this many checkpoints")
+    group.add_argument("--logging-steps", type=float, default=50)
+    group.add_argument(
+        "--resume-from-checkpoint",
+        metavar="CHECKPOINT",
+        help="a checkpoint-N directory, or 'latest' for the newest one in --output-dir",
+    )
+    group.add_argument("--use-cpu", action="store_true", help="stay on the CPU even if a GPU is present")
+
+
+def _add_report_options(parser: argparse.ArgumentParser, training: bool) -> None:
+    group = parser.add_argument_group("results")
+    group.add_argument("--model-name", help="row name in the results table (default: the model directory's name)")
+    group.add_argument(
+        "--setting",
+        help="e.g. translate-train-all or cross-lingual transfer (default: inferred from the training languages)"
+        if training
+        else "e.g. translate-train-all or cross-lingual transfer",
+    )
+    group.add_argument("--dataset-type", default="xnli", help="Hub dataset id for the model-index results")
+    group.add_argument("--dataset-name", default="XNLI", help="dataset name shown in the model card")
+    group.add_argument("--eval-split", default="test", help="split name for the model-index results")
+    if training:
+        group.add_argument(
+            "--no-model-card", action="store_true", help="do not write results into OUTPUT_DIR/README.md"
+        )
+    else:
+        group.add_argument("--results-json", help="write the table as JSON here")
+        group.add_argument("--results-markdown", help="write the markdown table here")
+        group.add_argument(
+            "--update-model-card", action="store_true", help="add the results to MODEL/README.md (local model)"
+        )
+
+
+def _language_list(text: str) -> list[str]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list, e.g. en,fr")
+    return items
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    from ..nli.training import finetune
+
+    return finetune(args)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from ..nli.training import evaluate
+
+    return evaluate(args)
+
+
+__all__ = ["add_subcommands"]
