@@ -20,6 +20,7 @@ from ..configuration_xlmr import max_sequence_length
 from ..modeling_xlmr import XLMRModel
 from ..packing import PackedBatch
 from . import batching
+from .records import is_valid_text
 
 
 class InferenceEngine:
@@ -110,6 +111,14 @@ class InferenceEngine:
         )
 
     def content_ids(self, texts: list[str]) -> list[list[int]]:
+        for index, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"text {index} is a {type(text).__name__}, not a str.")
+            if not is_valid_text(text):
+                raise ValueError(
+                    f"text {index} holds a lone surrogate (e.g. '\\ud800'), which is not text; fix it, or pass "
+                    "text.encode('utf-8', 'replace').decode() to replace it."
+                )
         # As fairseq, text is only text: a literal "<s>" or "<mask>" in it is spelled out in pieces, never
         # turned into the special token (tokenizers that ignore the flag keep their own rule).
         return self.tokenizer(texts, add_special_tokens=False, split_special_tokens=True, verbose=False)["input_ids"]

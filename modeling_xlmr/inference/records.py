@@ -44,19 +44,27 @@ def input_format(path: str, explicit: str | None) -> str:
 
 def read_records(path: str, fmt: str, field: str = "text", id_field: str | None = "id") -> Records:
     """One text per line (`txt`; empty lines are empty texts), or one JSON object per line (`jsonl`;
-    blank lines skipped). `-` reads standard input."""
+    blank lines skipped). `-` reads standard input. Lines end at "\n" (or "\r\n") only."""
     try:
-        if path == "-":
-            content = sys.stdin.read()
-        else:
-            content = Path(path).read_text(encoding="utf-8")
+        raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+        content = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as error:
         reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
         raise RecordsError(f"cannot read input {path}: {reason}; pass a readable UTF-8 .txt or .jsonl file, or -.")
-    lines = content.splitlines()
+    lines = split_lines(content)
     if fmt == "txt":
         return Records(texts=lines)
     return _jsonl_records(path, lines, field, id_field)
+
+
+def split_lines(content: str) -> list[str]:
+    """'One text per line': lines end at "\n" only (a "\r" right before it is part of the break). Unlike
+    `str.splitlines()`, U+2028, U+0085, form feeds and vertical tabs stay inside their text, so each input
+    line is exactly one row; a final "\n" ends the last line rather than starting an empty one."""
+    if not content:
+        return []
+    lines = content.removesuffix("\n").split("\n")
+    return [line.removesuffix("\r") for line in lines]
 
 
 def _jsonl_records(path: str, lines: list[str], field: str, id_field: str | None) -> Records:
@@ -73,10 +81,24 @@ def _jsonl_records(path: str, lines: list[str], field: str, id_field: str | None
             raise RecordsError(
                 f"{path} line {number} has no text field {field!r} (found: {fields}); choose it with --field."
             )
+        if not is_valid_text(record[field]):
+            raise RecordsError(
+                f"{path} line {number}: field {field!r} holds a lone surrogate escape (e.g. \"\\ud800\"), which is "
+                "not text; fix that line (pair the surrogates or drop the escape)."
+            )
         texts.append(record[field])
         ids.append(record.get(id_field) if id_field else None)
     has_ids = id_field is not None and any(identifier is not None for identifier in ids)
     return Records(texts=texts, ids=ids if has_ids else None, id_field=id_field or "id")
+
+
+def is_valid_text(text: str) -> bool:
+    """False for a str holding lone surrogates (JSON can escape them; no UTF-8 text can hold them)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_output(path: str, allowed_suffixes: Sequence[str]) -> str:
