@@ -22,10 +22,8 @@ from pathlib import Path
 
 import torch
 
-from modeling_xlmr.sentencepiece_conversion import (
-    FAIRSEQ_SPECIAL_TOKENS,
-    read_fairseq_dict,
-)
+from modeling_xlmr.common.files import human_size, is_no_room_error
+from modeling_xlmr.sentencepiece_conversion import FAIRSEQ_SPECIAL_TOKENS, read_fairseq_dict
 
 # What a fairseq XLM-R directory (or the released .tar.gz) holds.
 CHECKPOINT_FILE = "model.pt"
@@ -129,7 +127,17 @@ def extract_fairseq_archive(archive: Path, checkpoint_file: str, staging: Path) 
                     wanted[name] = staging / name
                     with tar.extractfile(member) as reader, open(wanted[name], "wb") as writer:
                         shutil.copyfileobj(reader, writer, 1 << 20)
-    except (tarfile.TarError, EOFError, OSError) as error:
+    except OSError as error:
+        if not is_no_room_error(error):
+            raise CheckpointError(
+                f"{archive} is not a readable .tar.gz archive ({error}); download it again."
+            ) from error
+        raise CheckpointError(
+            f"no room left to unpack {archive}'s files into {staging.parent} ({error.strerror}): the conversion "
+            f"unpacks model.pt beside OUT and needs about twice the archive's size ({human_size(2 * archive.stat().st_size)}) "
+            "free there; free some space or choose an OUT on another disk."
+        ) from error
+    except (tarfile.TarError, EOFError) as error:
         raise CheckpointError(f"{archive} is not a readable .tar.gz archive ({error}); download it again.") from error
     missing = [name for name, path in wanted.items() if path is None]
     if missing:
@@ -171,13 +179,33 @@ def load_checkpoint_safely(path: Path) -> dict:
                 "re-save its state dict and args with plain types."
             ) from error
         reason = " ".join(str(error).split())[-200:]
-        raise CheckpointError(f"{path} is corrupt or truncated ({reason}); download it again.") from error
-    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError) as error:
+        raise CheckpointError(
+            f"{path} is corrupt or truncated, or not a PyTorch checkpoint at all (unpickling failed: {reason}); "
+            "download it again."
+        ) from error
+    except Exception as error:  # whatever a damaged or foreign file makes the unpickler trip over
         reason = " ".join(str(error).split())[:200] or type(error).__name__
-        raise CheckpointError(f"{path} is corrupt or truncated ({reason}); download it again.") from error
+        raise CheckpointError(
+            f"{path} is corrupt or truncated, or not a PyTorch checkpoint at all ({reason}); download it again."
+        ) from error
     if not isinstance(payload, Mapping) or not isinstance(payload.get("model"), Mapping):
         raise CheckpointError(f"{path} is not a fairseq checkpoint: it has no 'model' state dict.")
+    refuse_broadcast_views(payload["model"], path)
     return payload
+
+
+def refuse_broadcast_views(state: Mapping, path: Path) -> None:
+    """A tensor whose elements share memory (an expanded, stride-0 view) would be written out at full size:
+    a few KB in the pickle, gigabytes in safetensors. No trained weight looks like that, so refuse it."""
+    for key, tensor in state.items():
+        if isinstance(tensor, torch.Tensor) and tensor.numel():
+            needed = tensor.numel() * tensor.element_size()
+            if needed > tensor.untyped_storage().nbytes():
+                raise CheckpointError(
+                    f"refusing {path}: tensor {key} {tuple(tensor.shape)} repeats {tensor.untyped_storage().nbytes()} "
+                    f"bytes of data as {needed} (a broadcast view, stride {tensor.stride()}); a real checkpoint "
+                    "stores every weight, so this file is damaged or crafted."
+                )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -203,6 +231,17 @@ def read_hyper_parameters(options: Mapping, state: Mapping[str, torch.Tensor]) -
     missing = [name for name in required if options.get(name) is None]
     if missing:
         raise CheckpointError(f"the checkpoint's options lack {', '.join(missing)}; cannot size the model.")
+    for name in required:
+        value = options[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise CheckpointError(
+                f"the checkpoint's option {name}={value!r} is not a positive integer; the file is damaged."
+            )
+    if options["encoder_embed_dim"] % options["encoder_attention_heads"]:
+        raise CheckpointError(
+            f"the checkpoint's encoder_embed_dim={options['encoder_embed_dim']} is not divisible by "
+            f"encoder_attention_heads={options['encoder_attention_heads']}; the file is damaged."
+        )
     return HyperParameters(
         num_layers=int(options["encoder_layers"]),
         hidden_size=int(options["encoder_embed_dim"]),
@@ -360,6 +399,15 @@ def count_dictionary_entries(path: Path) -> int:
         raise CheckpointError(f"{reason}; use the dict.txt released with this model.pt.") from error
 
 
+def check_sentencepiece_model(path: Path) -> None:
+    from modeling_xlmr.sentencepiece_conversion import load_model_proto
+
+    try:
+        load_model_proto(path)
+    except (ValueError, OSError) as error:
+        raise CheckpointError(f"{error}; use the sentencepiece.bpe.model released with this model.pt.") from error
+
+
 def check_vocabulary(dictionary_path: Path, vocab_rows: int) -> None:
     expected = len(FAIRSEQ_SPECIAL_TOKENS) + count_dictionary_entries(dictionary_path) + 1  # + <mask>
     if expected != vocab_rows:
@@ -391,6 +439,7 @@ def read_fairseq_checkpoint(
     checkpoint_path, dictionary_path, sentencepiece_path = locate_fairseq_files(directory, checkpoint_file)
     hashed = source if source.is_file() else checkpoint_path
 
+    check_sentencepiece_model(sentencepiece_path)
     payload = load_checkpoint_safely(checkpoint_path)
     state, dropped = canonical_state_dict(payload["model"])
     hp = read_hyper_parameters(model_options(payload), state)

@@ -9,9 +9,9 @@ interrupted run leaves no `output`.
 
 from __future__ import annotations
 
+import fnmatch
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,15 @@ import torch
 from huggingface_hub import save_torch_state_dict
 
 from modeling_xlmr.common.dtypes import SHORT_NAMES, parse_dtype
-from modeling_xlmr.common.files import apply_umask, replace_directory
+from modeling_xlmr.common.files import (
+    apply_umask,
+    check_output_directory,
+    human_size,
+    install_directory,
+    is_no_room_error,
+    staging_directory,
+)
+from modeling_xlmr.configuration_xlmr import remote_code_files
 from modeling_xlmr.hub.heads import HEADS_FILE, write_heads_file
 
 from .checkpoint import (
@@ -39,6 +47,24 @@ from .verification import VerificationReport, verify_conversion
 
 # xlmr.large in fp32 (2.2 GB) is sharded, xlmr.base (1.1 GB) is one file.
 DEFAULT_MAX_SHARD_SIZE = "2GB"
+# Every name `convert` writes into OUT (besides the remote-code modules): what --overwrite may replace.
+OUTPUT_PATTERNS = (
+    "config.json",
+    "model.safetensors",
+    "model-*-of-*.safetensors",
+    "model.safetensors.index.json",
+    HEADS_FILE,
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "sentencepiece.bpe.model",
+    "README.md",
+)
+
+
+def is_conversion_output(name: str) -> bool:
+    return name in remote_code_files() or any(fnmatch.fnmatchcase(name, pattern) for pattern in OUTPUT_PATTERNS)
 
 
 class ConversionError(ValueError):
@@ -144,6 +170,28 @@ def save_tokenizer(checkpoint: FairseqCheckpoint, directory: Path) -> None:
         shutil.copyfile(checkpoint.sentencepiece_path, directory / checkpoint.sentencepiece_path.name)
 
 
+def check_finite_weights(checkpoint: FairseqCheckpoint, dtype: torch.dtype, dtype_name: str) -> None:
+    """Every weight must be a finite number once stored in `dtype`: a NaN or an overflow would "verify"
+    as NaN against NaN on every output, and serve nothing but NaN."""
+    for key, tensor in checkpoint.state_dict.items():
+        if not tensor.is_floating_point():
+            continue
+        if not torch.isfinite(tensor).all():
+            raise ConversionError(f"tensor {key} of the checkpoint holds NaN or infinite values; the file is damaged.")
+        if not torch.isfinite(tensor.to(dtype)).all():
+            raise ConversionError(
+                f"tensor {key} overflows {dtype_name} (largest |value| {float(tensor.abs().max()):.3g}); convert "
+                "with --dtype fp32 or bf16."
+            )
+
+
+def _needed_space(source: str | Path) -> str:
+    """Roughly what a conversion writes beside OUT: the weights, and model.pt itself when unpacked from an archive."""
+    source = Path(source)
+    size = source.stat().st_size if source.is_file() else sum(f.stat().st_size for f in source.glob("*") if f.is_file())
+    return human_size((2 if source.is_file() else 1) * size)
+
+
 def convert_fairseq_checkpoint(
     source: str | Path,
     output: str | Path,
@@ -153,6 +201,7 @@ def convert_fairseq_checkpoint(
     labels: Sequence[str] | None = None,
     dtype: str = "fp32",
     overwrite: bool = False,
+    force: bool = False,
     max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
     tolerance: float = 1e-4,
     repo_id: str | None = None,
@@ -164,18 +213,24 @@ def convert_fairseq_checkpoint(
     `max_shard_size`), classification_heads.safetensors when the checkpoint has heads (see
     `heads.py`), the tokenizer files, the remote-code .py files and README.md. The repo is reloaded
     through the Auto classes and must match a forward pass computed from the fairseq weights within
-    `tolerance` (max abs difference), or nothing is written. `repo_id` only fills the card's examples.
+    `tolerance` (max abs difference; a NaN or infinity anywhere fails), or nothing is written.
+    `repo_id` only fills the card's examples.
+
+    OUT may not be SRC, contain it or lie inside it. An existing OUT is replaced only with `overwrite`, and
+    only if it holds nothing but what this function writes (`force` keeps its other files beside the new
+    output); the old files stay until the new output is complete.
     """
     if dtype not in SHORT_NAMES:
         raise ConversionError(f"unknown dtype {dtype!r}; choose one of {', '.join(SHORT_NAMES)}.")
     torch_dtype = parse_dtype(dtype)
     output = Path(output)
-    if output.exists() and not overwrite:
-        raise ConversionError(f"{output} already exists; pass --overwrite to replace it.")
-    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        check_output_directory(output, [Path(source)], overwrite, force, is_conversion_output)
+    except ValueError as error:
+        raise ConversionError(str(error)) from error
 
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.source-", dir=output.parent))
-    built = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    staging = staging_directory(output, "source")
+    built = staging_directory(output, "partial")
     try:
         log(f"reading {source}")
         checkpoint = read_fairseq_checkpoint(source, staging, checkpoint_file)
@@ -185,23 +240,31 @@ def convert_fairseq_checkpoint(
             f"XLM-R with {hp.num_layers} layers, hidden {hp.hidden_size}, {hp.num_heads} heads, vocabulary "
             f"{checkpoint.vocab_size}; classification heads: {', '.join(checkpoint.classification_heads) or 'none'}"
         )
+        check_finite_weights(checkpoint, torch_dtype, dtype)
         log(f"writing {dtype} weights, config, tokenizer and remote code")
         config, parameter_count = write_repository(checkpoint, built, chosen, labels, torch_dtype, max_shard_size)
         log("verifying: reloading through the Auto classes and comparing with the fairseq weights")
         report = verify_conversion(built, checkpoint, chosen, torch_dtype)
         log(report.summary())
-        if report.max_abs_difference > tolerance:
+        if not report.max_abs_difference <= tolerance:
             raise ConversionError(
                 f"verification failed: max abs difference {report.max_abs_difference:.3g} ({report.worst}) "
                 f"exceeds {tolerance:g}; the converted model does not reproduce the checkpoint."
             )
         write_model_card(built, checkpoint, config, parameter_count, report, repo_id)
         apply_umask(built)
-        if output.exists() and not overwrite:  # it appeared while we were converting
-            raise ConversionError(f"{output} already exists; pass --overwrite to replace it.")
-        replace_directory(built, output)
+        check_output_directory(output, [Path(source)], overwrite, force, is_conversion_output)  # unchanged meanwhile?
+        install_directory(built, output, is_conversion_output)
     except CheckpointError as error:
         raise ConversionError(str(error)) from error
+    except Exception as error:
+        if not is_no_room_error(error):
+            raise
+        raise ConversionError(
+            f"no room left to write the conversion beside {output} ({' '.join(str(error).split())[:160]}); "
+            f"it needs about {_needed_space(source)} free in {output.parent.resolve()}: "
+            "free some space or choose an OUT on another disk."
+        ) from error
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(built, ignore_errors=True)

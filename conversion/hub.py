@@ -6,20 +6,32 @@ passed; it is handed to huggingface_hub only and never printed or logged here.
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Callable
 from pathlib import Path
 
 from huggingface_hub import CommitOperationAdd, HfApi
 
 REQUIRED_FILES = ("config.json", "README.md")
+# Never uploaded: hidden files and folders (.git/, .cache/huggingface/ left by `hf download --local-dir`,
+# .ipynb_checkpoints/, unfinished `.OUT.partial-*` outputs) and Trainer's resumable state, which is large,
+# private to a run, and not part of a model (checkpoint-N/, optimizer and scheduler states, RNG states).
+IGNORED_PATTERNS = [".*", "*/.*", "checkpoint-*", "optimizer.pt", "scheduler.pt", "rng_state*.pth"]
 
 
-def _folder_operations(folder: Path) -> list[CommitOperationAdd]:
-    files = sorted(path for path in folder.rglob("*") if path.is_file() and not path.name.startswith("."))
-    return [
-        CommitOperationAdd(path_in_repo=path.relative_to(folder).as_posix(), path_or_fileobj=str(path))
-        for path in files
+def _uploaded_files(folder: Path) -> tuple[list[str], int]:
+    """Paths (relative, posix) to upload, and how many files were left out."""
+    every = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
+    kept = [
+        path
+        for path in every
+        if not any(fnmatch.fnmatchcase(part, pattern) for part in path.split("/") for pattern in IGNORED_PATTERNS)
     ]
+    return kept, len(every) - len(kept)
+
+
+def _folder_operations(folder: Path, paths: list[str]) -> list[CommitOperationAdd]:
+    return [CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(folder / path)) for path in paths]
 
 
 def push_to_hub(
@@ -45,8 +57,10 @@ def push_to_hub(
     missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
     if missing:
         raise OSError(f"{folder} has no {', '.join(missing)}; is it a converted repository (`xlmr convert`)?")
-    operations = _folder_operations(folder)
-    log(f"uploading {len(operations)} files from {folder} to {repo_id} in one commit")
+    paths, left_out = _uploaded_files(folder)
+    operations = _folder_operations(folder, paths)
+    skipped = f" (left out {left_out} hidden or training-state files)" if left_out else ""
+    log(f"uploading {len(operations)} files from {folder} to {repo_id} in one commit{skipped}")
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)

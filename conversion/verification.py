@@ -30,11 +30,14 @@ VERIFICATION_SENTENCES = (
 
 @dataclass
 class VerificationReport:
+    """Max abs difference per output. A NaN or infinite output (on either side) is a difference of inf:
+    it can never pass, and `worst` names it."""
+
     differences: dict[str, float] = field(default_factory=dict)
 
     @property
     def max_abs_difference(self) -> float:
-        return max(self.differences.values(), default=0.0)
+        return max(self.differences.values(), default=0.0)  # values are never NaN (see max_abs_difference)
 
     @property
     def worst(self) -> str:
@@ -45,10 +48,14 @@ class VerificationReport:
         return f"max abs difference vs the fairseq weights: {self.max_abs_difference:.2e} ({parts})"
 
 
-def _masked_max_difference(actual: torch.Tensor, expected: torch.Tensor, mask: torch.Tensor) -> float:
-    """Max |actual - expected| over real tokens (pad positions carry no meaning in either model)."""
-    difference = (actual.double() - expected.double()).abs()
-    return float(difference[mask.bool()].max())
+def max_abs_difference(actual: torch.Tensor, expected: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+    """Max |actual - expected| (over real tokens when `mask` is given: pad positions carry no meaning in
+    either model); inf when either side holds a NaN or an infinity, which Python's max() would skip."""
+    if mask is not None:
+        actual, expected = actual[mask.bool()], expected[mask.bool()]
+    if not (torch.isfinite(actual).all() and torch.isfinite(expected).all()):
+        return float("inf")
+    return float((actual.double() - expected.double()).abs().max()) if actual.numel() else 0.0
 
 
 def _check_loading(info: dict, allowed_unexpected: str, what: str) -> None:
@@ -128,10 +135,10 @@ def _verify(repo: Path, checkpoint: FairseqCheckpoint, head: str | None, dtype: 
     outputs = model.eval()(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
     token_mask = attention_mask
     report.differences["hidden states"] = max(
-        _masked_max_difference(actual, reference, token_mask)
+        max_abs_difference(actual, reference, token_mask)
         for actual, reference in zip(outputs.hidden_states, expected.hidden_states, strict=True)
     )
-    report.differences["LM logits"] = _masked_max_difference(outputs.logits, expected.lm_logits, token_mask)
+    report.differences["LM logits"] = max_abs_difference(outputs.logits, expected.lm_logits, token_mask)
     features = outputs.hidden_states[-1]
     del model, outputs
 
@@ -141,12 +148,12 @@ def _verify(repo: Path, checkpoint: FairseqCheckpoint, head: str | None, dtype: 
         )
         _check_loading(info, "lm_head.", "a sequence classifier")
         logits = classifier.eval()(input_ids=input_ids, attention_mask=attention_mask).logits
-        report.differences[f"head {head}"] = float((logits - expected.head_logits[head]).abs().max())
+        report.differences[f"head {head}"] = max_abs_difference(logits, expected.head_logits[head])
         del classifier
     for name, tensors in _saved_heads(repo).items():
         logits = _head_logits(tensors, features)
-        report.differences[f"heads file: {name}"] = float((logits - expected.head_logits[name]).abs().max())
+        report.differences[f"heads file: {name}"] = max_abs_difference(logits, expected.head_logits[name])
     return report
 
 
-__all__ = ["VERIFICATION_SENTENCES", "VerificationReport", "verify_conversion"]
+__all__ = ["VERIFICATION_SENTENCES", "VerificationReport", "max_abs_difference", "verify_conversion"]

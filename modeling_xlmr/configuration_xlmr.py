@@ -123,14 +123,17 @@ def max_sequence_length(config) -> int:
     return config.max_position_embeddings - (config.pad_token_id or 0) - 1
 
 
-def copy_remote_code(directory: str | os.PathLike) -> list[str]:
-    """Copy the code `trust_remote_code=True` runs beside saved weights or a saved tokenizer.
-
-    That code is every module of this folder but `__init__.py`: the model, its config and its tokenizer
-    travel together, whichever of them was saved. Returns the file names written.
-    """
+def remote_code_files() -> list[str]:
+    """The code `trust_remote_code=True` runs: every module of this folder but `__init__.py`."""
     here = os.path.dirname(os.path.abspath(__file__))
-    names = sorted(name for name in os.listdir(here) if name.endswith(".py") and name != "__init__.py")
+    return sorted(name for name in os.listdir(here) if name.endswith(".py") and name != "__init__.py")
+
+
+def copy_remote_code(directory: str | os.PathLike) -> list[str]:
+    """Copy the remote code beside saved weights or a saved tokenizer: the model, its config and its
+    tokenizer travel together, whichever of them was saved. Returns the file names written."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    names = remote_code_files()
     for name in names:
         target = os.path.join(directory, name)
         if os.path.abspath(target) != os.path.join(here, name):
@@ -138,4 +141,4 @@ def copy_remote_code(directory: str | os.PathLike) -> list[str]:
     return names
 
 
-__all__ = ["XLMRConfig", "AUTO_MAP", "copy_remote_code", "max_sequence_length"]
+__all__ = ["XLMRConfig", "AUTO_MAP", "copy_remote_code", "max_sequence_length", "remote_code_files"]

@@ -55,11 +55,17 @@ def _model_pb2():
 
 def load_model_proto(model_file: str | os.PathLike):
     """Parse a sentencepiece `.model` file into a `ModelProto`."""
+    from google.protobuf.message import DecodeError
+
     proto = _model_pb2().ModelProto()
     with open(model_file, "rb") as handle:
-        proto.ParseFromString(handle.read())
+        data = handle.read()
+    try:
+        proto.ParseFromString(data)
+    except DecodeError:
+        proto.Clear()
     if not proto.pieces:
-        raise ValueError(f"{model_file} is not a sentencepiece model (no pieces); pass a `.model` file")
+        raise ValueError(f"{model_file} is not a sentencepiece model (it does not parse as one); pass a `.model` file")
     return proto
 
 

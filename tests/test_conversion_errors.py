@@ -12,26 +12,12 @@ import torch
 
 from conversion import convert_fairseq_checkpoint
 from conversion.convert import ConversionError
-from modeling_xlmr import cli
+from tests.support.cli import assert_nothing_written, assert_one_line_error, run_xlmr
 from tests.support.processes import REPO_ROOT
 
 
 def run_cli(capsys, *arguments) -> tuple[int, str]:
-    status = cli.main(["convert", *map(str, arguments)])
-    return status, capsys.readouterr().err
-
-
-def assert_one_line_error(status: int, stderr: str, *fragments: str) -> str:
-    errors = [line for line in stderr.splitlines() if line.startswith("xlmr convert: error:")]
-    assert status == 2, stderr
-    assert len(errors) == 1 and "Traceback" not in stderr, stderr
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
-    return errors[0]
-
-
-def assert_nothing_written(directory, *kept):
-    assert sorted(path.name for path in directory.iterdir()) == sorted(kept)
+    return run_xlmr(capsys, "convert", *arguments)
 
 
 class CreatesAFile:
@@ -224,7 +210,7 @@ def test_an_interrupted_run_leaves_no_output_and_keeps_the_old_one(tmp_path, fai
     source = fairseq_checkpoint()
     output = tmp_path / "out"
     output.mkdir()
-    (output / "old.txt").write_text("previous conversion")
+    (output / "config.json").write_text("previous conversion")
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -232,7 +218,8 @@ def test_an_interrupted_run_leaves_no_output_and_keeps_the_old_one(tmp_path, fai
     monkeypatch.setattr(convert, "verify_conversion", interrupted)
     with pytest.raises(KeyboardInterrupt):
         convert_fairseq_checkpoint(source, output, overwrite=True, log=lambda message: None)
-    assert [path.name for path in output.iterdir()] == ["old.txt"]
+    assert [path.name for path in output.iterdir()] == ["config.json"]
+    assert (output / "config.json").read_text() == "previous conversion"
     assert_nothing_written(tmp_path, "fairseq", "out")
 
 

@@ -285,3 +285,25 @@ def test_a_rejected_token_gives_one_line_without_the_token(tmp_path, fake_hub, c
     assert len(errors) == 1 and "401" in errors[0] and "Traceback" not in result.stderr
     assert wrong not in result.stdout + result.stderr
     assert fake_hub.commits == []
+
+
+def test_push_leaves_out_hidden_folders_and_training_state(tmp_path, fake_hub, converted):
+    """What `hf download --local-dir`, git, Jupyter and Trainer leave in a folder never reaches the Hub."""
+    extras = [
+        ".git/HEAD",
+        ".cache/huggingface/download/model.safetensors.metadata",
+        ".ipynb_checkpoints/notes-checkpoint.ipynb",
+        "checkpoint-500/optimizer.pt",
+        "checkpoint-500/model.safetensors",
+        "optimizer.pt",
+        "scheduler.pt",
+        "rng_state_0.pth",
+    ]
+    expected = folder_files(converted)
+    for name in extras:
+        (converted / name).parent.mkdir(parents=True, exist_ok=True)
+        (converted / name).write_bytes(b"not for the Hub")
+    result = run_xlmr(fake_hub, "push", converted, "someone/xlmr-tiny", home=tmp_path / "hf")
+    assert result.returncode == 0, result.stderr
+    assert fake_hub.commits[-1]["files"] == expected
+    assert f"left out {len(extras)} hidden or training-state files" in result.stderr

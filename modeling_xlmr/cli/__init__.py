@@ -3,7 +3,8 @@
 Every sub-command module exposes `add_subcommands(subparsers)`; each parser it adds sets
 `func(args) -> int | None`. The library below raises `ValueError` / `OSError` for anything the user
 can fix (bad input, missing file, bad option) and `MissingDependencyError` for a missing extra; this
-module alone prints them as one line with exit status 2, never a traceback (XLMR_DEBUG=1 shows it).
+module alone prints them as one line with exit status 2. Anything else is a bug of ours: one line too,
+exit status 1. Never a traceback, unless XLMR_DEBUG=1 asks for it.
 """
 
 from __future__ import annotations
@@ -37,10 +38,22 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, MissingDependencyError) as error:
         if os.environ.get("XLMR_DEBUG"):
             raise
-        message = " ".join(str(error).split()) or type(error).__name__
-        print(f"xlmr {args.command}: error: {message}", file=sys.stderr)
+        print(f"xlmr {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 2
+    except Exception as error:
+        if os.environ.get("XLMR_DEBUG"):
+            raise
+        print(
+            f"xlmr {args.command}: internal error: {type(error).__name__}: {one_line(error)} "
+            "(please report it; XLMR_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1
     return int(status or 0)
 
 
-__all__ = ["build_parser", "main"]
+def one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+__all__ = ["build_parser", "main", "one_line"]

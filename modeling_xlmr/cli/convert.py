@@ -50,6 +50,7 @@ def run_convert(args: argparse.Namespace) -> int:
             labels=args.labels,
             dtype=args.dtype,
             overwrite=args.overwrite,
+            force=args.force,
             repo_id=args.push_to_hub,
             log=_stderr,
         )
@@ -102,7 +103,14 @@ def add_subcommands(subparsers) -> None:
     convert.add_argument("--head", help="classification head stored as the sequence-classification head")
     convert.add_argument("--labels", type=_labels, help="comma-separated label names of --head, in class order")
     convert.add_argument("--dtype", choices=SHORT_NAMES, default="fp32", help="weights dtype (default fp32)")
-    convert.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    convert.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing OUT that holds only a previous conversion (kept until the new one is complete)",
+    )
+    convert.add_argument(
+        "--force", action="store_true", help="with --overwrite: OUT may hold other files too; they are kept"
+    )
     convert.add_argument("--push-to-hub", metavar="REPO_ID", help="upload OUT to this Hub repo after converting")
     _add_push_options(convert)
     convert.set_defaults(func=run_convert)

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..common.dtypes import parse_dtype
 from ..inference import batching, records
+from ..inference.engine import CLASSIFY_LONG_TEXT
 
 
 def add_subcommands(subparsers) -> None:
@@ -47,7 +48,7 @@ def add_subcommands(subparsers) -> None:
     )
     _add_common_options(classify, output_help="output .jsonl file")
     classify.add_argument("--head", help="classification head name (default: the model's own classifier)")
-    classify.add_argument("--long-text", choices=("error", "truncate"), default="error", help="texts over 512 tokens")
+    classify.add_argument("--long-text", choices=CLASSIFY_LONG_TEXT, default="error", help="texts over 512 tokens")
     classify.set_defaults(func=run_classify)
 
 
@@ -59,6 +60,11 @@ def _add_common_options(parser: argparse.ArgumentParser, output_help: str) -> No
     parser.add_argument("--field", default="text", help="text field of .jsonl records (default: text)")
     parser.add_argument("--id-field", default="id", help="id field of .jsonl records copied to .jsonl outputs")
     parser.add_argument("--revision", help="Hub revision (branch, tag or commit)")
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let a repo's own tokenizer code run (never needed for this package's repos or stock XLM-R)",
+    )
     parser.add_argument(
         "--device",
         help="cpu, cuda, cuda:1, ... or auto (spread over GPUs by Accelerate); default: this process's device",
@@ -157,9 +163,32 @@ def _prepare(args: argparse.Namespace):
         args.input, records.input_format(args.input, args.input_format), args.field, args.id_field
     )
 
+    _check_device(args.device)
     state = _process_state(args.device)
     device_map = args.device or state.device
-    return inputs, state, _load(args.model, device_map, dtype, args.revision)
+    return inputs, state, _load(args.model, device_map, dtype, args.revision, args.trust_remote_code)
+
+
+def _check_device(device: str | None) -> None:
+    """A device that does not exist here is the user's mistake: say so before loading anything."""
+    import torch
+
+    if device in (None, "auto", "cpu"):
+        return
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {device} is not a device name; use cpu, cuda, cuda:1, ... or auto.") from None
+    backend = getattr(torch, parsed.type, None)
+    available = backend is not None and hasattr(backend, "is_available") and backend.is_available()
+    if not available:
+        raise ValueError(
+            f"--device {device}: this machine has no {parsed.type} device ({parsed.type} is not available to "
+            "torch); use --device cpu, or leave --device out to use what this process has."
+        )
+    count = backend.device_count() if hasattr(backend, "device_count") else 1
+    if parsed.index is not None and parsed.index >= count:
+        raise ValueError(f"--device {device}: only {count} {parsed.type} device(s) here (0..{count - 1}).")
 
 
 def _process_state(device: str | None):
@@ -175,14 +204,16 @@ def _process_state(device: str | None):
     return PartialState(cpu=cpu)
 
 
-def _load(model: str, device_map, dtype, revision: str | None):
+def _load(model: str, device_map, dtype, revision: str | None, trust_remote_code: bool):
     from transformers.utils import logging
 
     from ..hub.loading import load_repo
 
     logging.disable_progress_bar()  # our own bar is the one that matters; keep stderr readable
     try:
-        return load_repo(model, device_map=device_map, dtype=dtype, revision=revision)
+        return load_repo(
+            model, device_map=device_map, dtype=dtype, revision=revision, trust_remote_code=trust_remote_code
+        )
     except (OSError, ValueError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise OSError(f"cannot load model: {reason}") from error

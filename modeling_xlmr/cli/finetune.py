@@ -50,12 +50,22 @@ def add_subcommands(subparsers) -> None:
 
 def _add_model_and_data_options(parser: argparse.ArgumentParser, training: bool) -> None:
     parser.add_argument("--model", required=True, help="converted XLM-R directory or any XLM-R repo")
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let a repo's own tokenizer code run (never needed for this package's repos or stock XLM-R)",
+    )
     files_help = (
         "data file(s): .jsonl/.json/.csv/.tsv/.parquet; prefix LANG= to tag a file without a language "
         "column (fr=xnli.test.fr.jsonl); XNLI-MT names (multinli.train.fr.tsv) tag themselves"
     )
     if training:
         parser.add_argument("--output-dir", required=True, help="where checkpoints and the final model go")
+        parser.add_argument(
+            "--overwrite-output-dir",
+            action="store_true",
+            help="write into a non-empty --output-dir (its files are written over, none is deleted)",
+        )
         parser.add_argument("--train-file", nargs="+", action="extend", required=True, help=files_help)
         parser.add_argument("--eval-file", nargs="+", action="extend", default=[], help=files_help)
         parser.add_argument("--train-languages", type=_language_list, help="keep only these training languages")

@@ -1,8 +1,14 @@
 """Loading an XLM-R repo (local directory or Hub id) with this package's classes: the model whose weights
-the repo holds, its tokenizer, and the fairseq heads saved beside it."""
+the repo holds, its tokenizer, and the fairseq heads saved beside it.
+
+No code from the repo runs unless the caller passes `trust_remote_code=True`: models always load into the
+installed classes, a tokenizer of this package's format loads with the installed `XLMRTokenizerFast`
+(whatever .py files sit beside it), and a repo whose tokenizer needs its own code is refused, naming the file.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 
@@ -18,7 +24,14 @@ from ..modeling_xlmr import (
     XLMRForSequenceClassification,
     XLMRModel,
 )
+from ..tokenization_xlmr import XLMRTokenizerFast
 from .heads import HEADS_FILE, load_classification_heads
+
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+
+
+class RemoteCodeError(ValueError):
+    """The repo needs code of its own to load, and the caller did not allow it to run."""
 
 
 def check_model_location(name_or_path: str) -> None:
@@ -61,6 +74,40 @@ def model_class_for(config: XLMRConfig) -> type[nn.Module]:
     return XLMRModel
 
 
+def _remote_references(tokenizer_config: dict) -> list[str]:
+    auto_map = (tokenizer_config.get("auto_map") or {}).get("AutoTokenizer")
+    references = auto_map if isinstance(auto_map, (list, tuple)) else [auto_map]
+    return [reference for reference in references if reference]
+
+
+def _is_own_format(tokenizer_config: dict) -> bool:
+    own = f"{XLMRTokenizerFast.__module__.rpartition('.')[2]}.{XLMRTokenizerFast.__name__}"
+    return tokenizer_config.get("tokenizer_class") == XLMRTokenizerFast.__name__ or any(
+        reference.split("--")[-1] == own for reference in _remote_references(tokenizer_config)
+    )
+
+
+def load_tokenizer(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False):
+    """The repo's tokenizer, running none of the repo's code unless `trust_remote_code`."""
+    path = cached_file(
+        name_or_path, TOKENIZER_CONFIG_FILE, revision=revision, _raise_exceptions_for_missing_entries=False
+    )
+    tokenizer_config = {}
+    if path is not None:
+        with open(path, encoding="utf-8") as handle:
+            tokenizer_config = json.load(handle)
+    if _is_own_format(tokenizer_config):
+        return XLMRTokenizerFast.from_pretrained(name_or_path, revision=revision)
+    remote = _remote_references(tokenizer_config)
+    if remote and not trust_remote_code:
+        module = remote[-1].split("--")[-1].rpartition(".")[0]
+        raise RemoteCodeError(
+            f"{name_or_path}'s tokenizer is custom code ({module}.py, class {remote[-1]}), which would run on this "
+            "machine; pass --trust-remote-code (trust_remote_code=True) only if you trust that repo."
+        )
+    return AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+
+
 @dataclass
 class LoadedRepo:
     """A repo's model, tokenizer and named classification heads ({name: (head, labels or None)})."""
@@ -80,11 +127,13 @@ def load_repo(
     device_map: str | dict | None = None,
     dtype: torch.dtype | None = None,
     revision: str | None = None,
+    trust_remote_code: bool = False,
     **model_kwargs,
 ) -> LoadedRepo:
     """This package's classes on any XLM-R repo (same weight names as transformers'), so stock repos get
-    the packed inference path too; the tokenizer is the repo's own. The model's `classifier` is a head
-    under its fairseq name (or "classifier"); the other fairseq heads come from the heads file."""
+    the packed inference path too; the tokenizer is the repo's own (`load_tokenizer`). The model's
+    `classifier` is a head under its fairseq name (or "classifier"); the other fairseq heads come from the
+    heads file."""
     check_model_location(name_or_path)
     config = XLMRConfig.from_pretrained(name_or_path, revision=revision)
     if config.model_type != "xlm-roberta":
@@ -95,7 +144,7 @@ def load_repo(
     model = model_class.from_pretrained(
         name_or_path, config=config, revision=revision, device_map=device_map, dtype=dtype, **model_kwargs
     )
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=True)
+    tokenizer = load_tokenizer(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
 
     heads: dict[str, tuple[nn.Module, list[str] | None]] = {}
     classifier = getattr(model, "classifier", None)
@@ -108,4 +157,12 @@ def load_repo(
     return LoadedRepo(model=model, tokenizer=tokenizer, heads=heads)
 
 
-__all__ = ["LoadedRepo", "XLMRForMaskedLMWithClassifier", "check_model_location", "load_repo", "model_class_for"]
+__all__ = [
+    "LoadedRepo",
+    "RemoteCodeError",
+    "XLMRForMaskedLMWithClassifier",
+    "check_model_location",
+    "load_repo",
+    "load_tokenizer",
+    "model_class_for",
+]

@@ -31,19 +31,31 @@ DEFAULT_CHUNK_OVERLAP = 128
 
 
 class TextTooLongError(ValueError):
-    """A text over the model's limit under ``long_text="error"``; `text_index` counts from 0."""
+    """A text over the model's limit under ``long_text="error"``; `text_index` counts from 0. The message
+    offers the `remedies` (other `long_text` policies) the caller accepts."""
 
-    def __init__(self, text_index: int, num_tokens: int, max_length: int):
-        self.text_index, self.num_tokens, self.max_length = text_index, num_tokens, max_length
+    def __init__(
+        self, text_index: int, num_tokens: int, max_length: int, remedies: Sequence[str] = ("truncate", "chunk")
+    ):
+        self.text_index, self.num_tokens, self.max_length, self.remedies = (
+            text_index,
+            num_tokens,
+            max_length,
+            tuple(remedies),
+        )
+        offers = []
+        if "truncate" in remedies:
+            offers.append(f"long_text='truncate' (CLI: --long-text truncate) to keep its first {max_length - 2} tokens")
+        if "chunk" in remedies:
+            offers.append("long_text='chunk' (CLI: --long-text chunk) to pool overlapping windows over the whole text")
         super().__init__(
             f"text {text_index} has {num_tokens} tokens (with <s> and </s>), more than the {max_length} XLM-R "
-            f"accepts; pass long_text='truncate' (CLI: --long-text truncate) to keep its first {max_length - 2} "
-            "tokens, or long_text='chunk' to pool overlapping windows over the whole text."
+            f"accepts; pass {', or '.join(offers)}."
         )
 
     def shifted(self, offset: int) -> TextTooLongError:
         """The same error for a text numbered `offset` further (its index in a larger input)."""
-        return TextTooLongError(self.text_index + offset, self.num_tokens, self.max_length)
+        return TextTooLongError(self.text_index + offset, self.num_tokens, self.max_length, self.remedies)
 
 
 @dataclass(frozen=True)
@@ -70,13 +82,15 @@ def plan_windows(
     max_length: int,
     long_text: str = "error",
     chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
+    policies: Sequence[str] = LONG_TEXT_POLICIES,
 ) -> list[Window]:
     """Turns each text's content ids (no special tokens) into the windows the encoder will see.
 
     `max_length` counts `<s>` and `</s>`. A text that does not fit raises (``"error"``), keeps its
-    first ids (``"truncate"``) or is split into overlapping windows (``"chunk"``).
+    first ids (``"truncate"``) or is split into overlapping windows (``"chunk"``); `policies` are those
+    the caller offers (its error names only those).
     """
-    check_choice("long_text", long_text, LONG_TEXT_POLICIES)
+    check_choice("long_text", long_text, policies)
     room = max_length - 2
     if room < 1:
         raise ValueError(f"max_length={max_length} leaves no room for content between <s> and </s>.")
@@ -89,7 +103,7 @@ def plan_windows(
         if len(ids) <= room:
             pieces = [ids]
         elif long_text == "error":
-            raise TextTooLongError(text_index, len(ids) + 2, max_length)
+            raise TextTooLongError(text_index, len(ids) + 2, max_length, [p for p in policies if p != "error"])
         elif long_text == "truncate":
             pieces = [ids[:room]]
         else:

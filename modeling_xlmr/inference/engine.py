@@ -22,6 +22,9 @@ from ..packing import PackedBatch
 from . import batching
 from .records import is_valid_text
 
+# A sentence head reads one `<s>` state; averaging windows' probabilities is not what it was trained for.
+CLASSIFY_LONG_TEXT = ("error", "truncate")
+
 
 class InferenceEngine:
     """Batched inference for one model and its tokenizer (`model` may carry a head: its encoder is used)."""
@@ -87,8 +90,7 @@ class InferenceEngine:
     ) -> list[dict]:
         """`{"label", "score", "probabilities": {label: p}}` per text, in input order, from a sentence head
         reading the `<s>` state. `long_text` is "error" or "truncate"."""
-        batching.check_choice("long_text", long_text, ("error", "truncate"))
-        windows = self.plan(texts, long_text, batching.DEFAULT_CHUNK_OVERLAP)
+        windows = self.plan(texts, long_text, batching.DEFAULT_CHUNK_OVERLAP, policies=CLASSIFY_LONG_TEXT)
         probabilities = torch.empty((len(windows), len(labels)))
         with evaluating(head):
             for indices, states, lengths in self.encode_batches(windows, max_tokens_per_batch, progress):
@@ -97,7 +99,13 @@ class InferenceEngine:
                 probabilities[indices] = logits.float().softmax(dim=-1).cpu()
         return [classification_record(row, list(labels)) for row in probabilities.tolist()]
 
-    def plan(self, texts: Sequence[str], long_text: str, chunk_overlap: int) -> list[batching.Window]:
+    def plan(
+        self,
+        texts: Sequence[str],
+        long_text: str,
+        chunk_overlap: int,
+        policies: Sequence[str] = batching.LONG_TEXT_POLICIES,
+    ) -> list[batching.Window]:
         if isinstance(texts, str):
             raise TypeError("pass a list of texts (wrap a single text: [text]).")
         content_ids = self.content_ids(list(texts)) if texts else []
@@ -108,6 +116,7 @@ class InferenceEngine:
             max_length=self.max_length,
             long_text=long_text,
             chunk_overlap=chunk_overlap,
+            policies=policies,
         )
 
     def content_ids(self, texts: list[str]) -> list[list[int]]:

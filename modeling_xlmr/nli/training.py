@@ -13,14 +13,15 @@ per-language table (`nli_accuracy.json` / `.md`) and, optionally, the model card
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import tempfile
+import zipfile
 
 import torch
 from datasets.utils.logging import disable_progress_bar
 from transformers import (
-    AutoTokenizer,
     DataCollatorWithPadding,
     Trainer,
     TrainingArguments,
@@ -29,6 +30,7 @@ from transformers import (
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..configuration_xlmr import XLMRConfig
+from ..hub.loading import load_tokenizer
 from ..modeling_xlmr import XLMRForSequenceClassification
 from .data import (
     XNLI_LABELS,
@@ -52,13 +54,14 @@ SAVE_LAST = "config.json"  # moved last: a directory without it is not (yet) a l
 def finetune(args: argparse.Namespace) -> int:
     _check_options(args)
     checkpoint = _resolve_checkpoint(args)
+    _check_output_dir(args, resuming=checkpoint is not None)
     training_args = _training_arguments(args)
     config, id2label = _load_config(args)
 
     with training_args.main_process_first(desc="reading the data"):
         train_data = _load_data(args, args.train_file, id2label, args.train_languages)
         eval_data = _load_data(args, args.eval_file, id2label, args.eval_languages) if args.eval_file else None
-        tokenizer = _load_tokenizer(args.model)
+        tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
         train_set = tokenize_pairs(train_data, tokenizer, args.max_length)
         eval_set = tokenize_pairs(eval_data, tokenizer, args.max_length) if eval_data is not None else None
 
@@ -90,6 +93,21 @@ def _check_options(args: argparse.Namespace) -> None:
         raise ValueError(f"--eval-strategy {args.eval_strategy} needs --eval-file.")
 
 
+def _check_output_dir(args: argparse.Namespace, resuming: bool) -> None:
+    """The output may not be the model it starts from, nor a directory holding something else."""
+    output = os.path.realpath(args.output_dir)
+    if os.path.isdir(args.model) and output == os.path.realpath(args.model):
+        raise ValueError(
+            f"--output-dir {args.output_dir} is the model directory: fine-tuning would overwrite the pretrained "
+            "weights and config; choose a new directory."
+        )
+    if os.path.isdir(output) and os.listdir(output) and not resuming and not args.overwrite_output_dir:
+        raise ValueError(
+            f"--output-dir {args.output_dir} is not empty; choose a new directory, resume with "
+            "--resume-from-checkpoint, or pass --overwrite-output-dir to write over (nothing there is deleted)."
+        )
+
+
 def _resolve_checkpoint(args: argparse.Namespace) -> str | None:
     if args.resume_from_checkpoint is None:
         return None
@@ -105,7 +123,50 @@ def _resolve_checkpoint(args: argparse.Namespace) -> str | None:
             f"{args.resume_from_checkpoint} is not a Trainer checkpoint (no trainer_state.json); "
             "give a checkpoint-N directory from --output-dir, or 'latest'."
         )
+    check_checkpoint_files(args.resume_from_checkpoint)
     return args.resume_from_checkpoint
+
+
+def check_checkpoint_files(directory: str) -> None:
+    """Every weight and state file of a Trainer checkpoint must be whole, or resuming dies deep in torch:
+    safetensors files must hold all the bytes their header promises, torch files (zip archives) must pass
+    their CRC checks."""
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        damage = None
+        if name.endswith(".safetensors"):
+            damage = safetensors_damage(path)
+        elif name.endswith((".pt", ".pth", ".bin")):
+            damage = torch_file_damage(path)
+        if damage:
+            raise ValueError(
+                f"{path} is damaged ({damage}); resume from an earlier checkpoint-N, or start over without "
+                "--resume-from-checkpoint."
+            )
+
+
+def safetensors_damage(path: str) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            header_size = int.from_bytes(handle.read(8), "little")
+            header = json.loads(handle.read(header_size))
+    except (OSError, ValueError) as error:
+        return f"unreadable header: {error}"
+    end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
+    if os.path.getsize(path) < 8 + header_size + end:
+        return f"{os.path.getsize(path)} bytes, the header describes {8 + header_size + end}"
+    return None
+
+
+def torch_file_damage(path: str) -> str | None:
+    if not zipfile.is_zipfile(path):
+        return "not a complete torch archive"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile) as error:
+        return str(error)
+    return f"{bad} fails its CRC check" if bad else None
 
 
 def _training_arguments(args: argparse.Namespace):
@@ -168,10 +229,6 @@ def _load_data(args: argparse.Namespace, files: list[str], id2label: dict[int, s
     columns = ColumnNames(args.premise_column, args.hypothesis_column, args.label_column, args.language_column)
     label2id = {name: index for index, name in id2label.items()}
     return load_nli_data(files, label2id, columns, languages)
-
-
-def _load_tokenizer(model: str):
-    return AutoTokenizer.from_pretrained(model, trust_remote_code=True)
 
 
 def _load_model(args: argparse.Namespace, config, id2label: dict[int, str], new_head_allowed: bool = True):
@@ -282,7 +339,7 @@ def evaluate(args: argparse.Namespace) -> int:
         )
         with training_args.main_process_first(desc="reading the data"):
             eval_data = _load_data(args, args.eval_file, id2label, args.eval_languages)
-            tokenizer = _load_tokenizer(args.model)
+            tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
             eval_set = tokenize_pairs(eval_data, tokenizer, args.max_length)
         model = _load_model(args, config, id2label, new_head_allowed=False)
         trainer = _trainer(model, training_args, tokenizer, None, eval_set)
