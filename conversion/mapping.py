@@ -110,6 +110,7 @@ def config_kwargs(
         bos_token_id=0,
         eos_token_id=2,
         architectures=["XLMRForMaskedLM"] + (["XLMRForSequenceClassification"] if head else []),
+        add_pooling_layer=False,  # fairseq's RoBERTa has no pooler: AutoModel must not invent a random one
         dtype=str(dtype).removeprefix("torch."),
         fairseq_classification_heads={
             name: {"num_classes": num_classes, "labels": list(labels) if name == head and labels else None}

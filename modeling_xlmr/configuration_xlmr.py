@@ -42,10 +42,11 @@ class XLMRConfig(PreTrainedConfig):
     >>> tiny = XLMRConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
     ```
 
-    ``unpad_inputs`` switches the encoder to its packed path: padding is removed once before the
-    first layer and restored after the last, so pad positions cost nothing. Real tokens get the
-    same numbers as the padded path; pad positions come back as zeros instead of the (meaningless)
-    values a padded forward computes for them, which is why it is off by default.
+    ``unpad_inputs`` chooses the encoder's packed path: padding is removed once before the first layer
+    and restored after the last, so pad positions cost nothing. Real tokens get the same numbers as the
+    padded path; pad positions come back as zeros instead of the (meaningless) values a padded forward
+    computes for them. ``None`` (the default) packs for inference on padded batches wherever that is
+    exact; ``True`` always packs (and raises where it cannot); ``False`` never does.
     """
 
     model_type = "xlm-roberta"
@@ -70,7 +71,10 @@ class XLMRConfig(PreTrainedConfig):
     add_cross_attention: bool = False
     tie_word_embeddings: bool = True
     use_cache: bool = False
-    unpad_inputs: bool = False
+    unpad_inputs: bool | None = None
+    # Whether the bare encoder has transformers' pooler (tanh(dense(<s>))). fairseq checkpoints have none;
+    # a repo saved without one sets this False, so loading it builds no random pooler and reports nothing missing.
+    add_pooling_layer: bool = True
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)

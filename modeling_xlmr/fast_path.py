@@ -30,9 +30,48 @@ _ROWS_HINT = 1024
 _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 
 
-def fast_path_applies(module: nn.Module, packed: PackedBatch | None) -> bool:
-    """The prepared kernels are used for packed inference only: training and autograd keep plain modules."""
-    return packed is not None and not module.training and not torch.is_grad_enabled()
+def fast_path_applies(layer: nn.Module, packed: PackedBatch | None) -> bool:
+    """The prepared kernels are used for packed inference only (training and autograd keep plain modules),
+    and only where they compute exactly what the layer's modules would (`prepared_weights_are_exact`)."""
+    return (
+        packed is not None and not layer.training and not torch.is_grad_enabled() and prepared_weights_are_exact(layer)
+    )
+
+
+def prepared_weights_are_exact(layer: nn.Module) -> bool:
+    """Prepared weights read each projection's `weight` and `bias` directly, bypassing the module's call.
+    That is its real computation only for a plain `nn.Linear` whose tensors are really there: not a
+    wrapped or replaced linear (PEFT/LoRA adapters, quantized or custom layers), not one with hooks or
+    parametrizations, not weights that Accelerate offloads or keeps on the meta device. Anything else
+    runs the layer's own modules on the packed tokens."""
+    if _has_hooks(layer):
+        return False
+    for linear in _projections(layer):
+        if type(linear) is not nn.Linear or _has_hooks(linear) or linear.weight.is_meta:
+            return False
+        if torch.nn.utils.parametrize.is_parametrized(linear):
+            return False
+    return True
+
+
+def _projections(layer: nn.Module) -> tuple:
+    attention = layer.attention.self
+    return (
+        attention.query,
+        attention.key,
+        attention.value,
+        layer.attention.output.dense,
+        layer.intermediate.dense,
+        layer.output.dense,
+    )
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    return bool(
+        getattr(module, "_hf_hook", None) is not None  # Accelerate's device placement / offloading
+        or module._forward_hooks
+        or module._forward_pre_hooks
+    )
 
 
 def _onednn_usable(weight: torch.Tensor) -> bool:
@@ -138,12 +177,12 @@ _PREPARED: weakref.WeakKeyDictionary[nn.Module, PreparedLayer] = weakref.WeakKey
 
 
 def _fingerprint(layer: nn.Module) -> tuple:
-    # `_version` moves on every in-place write (optimizer steps, load_state_dict's copy_); data_ptr,
-    # dtype and device move when parameters are replaced (`.to()`, `.data = ...`). Parameters created
-    # under inference_mode have no version counter: only replacing them is seen.
-    return tuple(
-        (p.data_ptr(), -1 if p.is_inference() else p._version, p.dtype, p.device) for p in layer.parameters()
-    )
+    # `_version` moves on most in-place writes (load_state_dict's copy_, plain optimizer steps); data_ptr,
+    # dtype and device move when parameters are replaced (`.to()`, `.data = ...`). Fused optimizers
+    # (torch's fused AdamW, Trainer's default) update weights without moving `_version`: gradients are the
+    # signal there (`_forget_when_trained`). Parameters created under inference_mode have no version
+    # counter: only replacing them is seen.
+    return tuple((p.data_ptr(), -1 if p.is_inference() else p._version, p.dtype, p.device) for p in layer.parameters())
 
 
 def prepared_layer(layer: nn.Module) -> PreparedLayer:
@@ -160,7 +199,29 @@ def prepared_layer(layer: nn.Module) -> PreparedLayer:
                 ffn_down=PreparedLinear([layer.output.dense]),
             )
         _PREPARED[layer] = prepared
+        _forget_when_trained(layer)
     return prepared
+
+
+def _forget_when_trained(layer: nn.Module) -> None:
+    """A gradient on any of the layer's parameters drops its prepared weights: an optimizer step may
+    follow, and fused optimizers take it without a trace in the fingerprint."""
+    layer_ref = weakref.ref(layer)
+
+    def forget(_parameter: torch.Tensor) -> None:
+        watched = layer_ref()
+        if watched is not None:
+            _PREPARED.pop(watched, None)
+
+    hooked = _HOOKED.setdefault(layer, set())
+    for parameter in layer.parameters():
+        if parameter.requires_grad and id(parameter) not in hooked:
+            parameter.register_post_accumulate_grad_hook(forget)
+            hooked.add(id(parameter))
+
+
+# The parameters (by id) of each layer that already carry `_forget_when_trained`'s hook.
+_HOOKED: weakref.WeakKeyDictionary[nn.Module, set[int]] = weakref.WeakKeyDictionary()
 
 
 def clear_inference_cache(model: nn.Module) -> None:

@@ -3,7 +3,8 @@
 Parameter names are exactly those of `transformers.XLMRoberta*`, so state dicts move between these
 classes and stock transformers with no renaming. What this file adds over stock:
 
-* a packed encoder path (``config.unpad_inputs`` or ``unpad_inputs=True`` per call): padding is
+* a packed encoder path, on by default for inference on padded batches wherever it is exact
+  (``unpad_inputs`` per call or in the config: None = automatic, True = always, False = never): padding is
   removed once before the first layer and restored once after the last, so projections,
   LayerNorms and the feed-forward only ever see real tokens;
 * fairseq's position ids for ``inputs_embeds`` too (from the attention mask, not a blind arange);
@@ -35,8 +36,8 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_xlmr import AUTO_MAP, XLMRConfig, copy_remote_code
-from .fast_path import fast_layer_forward, fast_path_applies
-from .packing import PackedBatch, packed_attention
+from .fast_path import clear_inference_cache, fast_layer_forward, fast_path_applies
+from .packing import PackedBatch, is_tracing, packed_attention
 
 # ----------------------------------------------------------------------------------------------
 # Embeddings
@@ -82,8 +83,9 @@ class XLMREmbeddings(nn.Module):
 
         if inputs_embeds is None:
             inputs_embeds = self.word_embeddings(input_ids)
-        if token_type_ids is None:
-            token_type_embeddings = self.token_type_embeddings.weight[0]
+        if token_type_ids is None:  # type 0 everywhere; called as a module so offloading hooks load its weight
+            first_type = torch.zeros((1, 1), dtype=torch.long, device=inputs_embeds.device)
+            token_type_embeddings = self.token_type_embeddings(first_type)
         else:
             self._check_token_types(token_type_ids)
             token_type_embeddings = self.token_type_embeddings(token_type_ids)
@@ -103,7 +105,10 @@ class XLMREmbeddings(nn.Module):
         return position_ids_from_mask(real_tokens, self.padding_idx)
 
     def _check_positions(self, position_ids: torch.Tensor) -> None:
-        # torch would fail with an opaque "index out of range in self" (or a CUDA device assert).
+        # torch would fail with an opaque "index out of range in self" (or a CUDA device assert). A trace or
+        # an export cannot read a value out of the data, so it goes without the check.
+        if is_tracing():
+            return
         highest = int(position_ids.max()) if position_ids.numel() else 0
         if highest >= self.position_embeddings.num_embeddings:
             raise ValueError(
@@ -115,7 +120,7 @@ class XLMREmbeddings(nn.Module):
 
     def _check_token_types(self, token_type_ids: torch.Tensor) -> None:
         type_vocab_size = self.token_type_embeddings.num_embeddings
-        if token_type_ids.numel() and int(token_type_ids.max()) >= type_vocab_size:
+        if not is_tracing() and token_type_ids.numel() and int(token_type_ids.max()) >= type_vocab_size:
             raise ValueError(
                 f"token_type_ids contains {int(token_type_ids.max())}, but this model has type_vocab_size="
                 f"{type_vocab_size}. XLM-R marks sentence pairs with </s></s>, not token types: pass "
@@ -331,6 +336,12 @@ class XLMRPreTrainedModel(PreTrainedModel):
         if isinstance(module, XLMRLMHead):
             init.zeros_(module.bias)
 
+    def train(self, mode: bool = True):
+        # Training changes weights, and not always visibly (fused optimizers): prepared inference weights go.
+        if mode:
+            clear_inference_cache(self)
+        return super().train(mode)
+
     def save_pretrained(self, save_directory, *args, is_main_process: bool = True, **kwargs):
         super().save_pretrained(save_directory, *args, is_main_process=is_main_process, **kwargs)
         if is_main_process:  # the whole remote-code set, whichever class was saved (configuration_xlmr.py)
@@ -338,10 +349,13 @@ class XLMRPreTrainedModel(PreTrainedModel):
 
 
 class XLMRModel(XLMRPreTrainedModel):
-    """The bare XLM-R encoder; `pooler` (tanh over `<s>`) is optional like transformers'."""
+    """The bare XLM-R encoder; `pooler` (tanh over `<s>`) is optional like transformers', and by default
+    present exactly when the config says the weights have one (`config.add_pooling_layer`)."""
 
-    def __init__(self, config: XLMRConfig, add_pooling_layer: bool = True):
+    def __init__(self, config: XLMRConfig, add_pooling_layer: bool | None = None):
         super().__init__(config)
+        if add_pooling_layer is None:
+            add_pooling_layer = getattr(config, "add_pooling_layer", True)
         self.embeddings = XLMREmbeddings(config)
         self.encoder = XLMREncoder(config)
         self.pooler = XLMRPooler(config) if add_pooling_layer else None
@@ -368,9 +382,11 @@ class XLMRModel(XLMRPreTrainedModel):
     ) -> BaseModelOutputWithPoolingAndCrossAttentions:
         r"""
         unpad_inputs (`bool`, *optional*):
-            Run the encoder on packed real tokens (defaults to `config.unpad_inputs`). Real tokens get the
-            same outputs as the padded path; pad positions come back as zeros. Ignored when attentions
-            are requested or nothing is padded.
+            Run the encoder on packed real tokens, padding removed before the first layer and restored after
+            the last (real tokens get the padded path's numbers; pad positions come back as zeros). `None`
+            (the default, from `config.unpad_inputs`) packs whenever that is exact and pays: inference (eval
+            mode, no autograd) on a padded batch, not while tracing, exporting or compiling, not when
+            attention maps are asked for. `True` always packs and raises where it cannot; `False` never packs.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
@@ -379,7 +395,7 @@ class XLMRModel(XLMRPreTrainedModel):
         unpad_inputs = _config_default(unpad_inputs, self.config.unpad_inputs)
 
         packed = None
-        if unpad_inputs and not output_attentions and attention_mask is not None and not bool(attention_mask.all()):
+        if self._runs_packed(unpad_inputs, attention_mask, output_attentions):
             packed = PackedBatch.from_mask(attention_mask)
             encoder_input, layer_mask = self._packed_embeddings(
                 packed, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds
@@ -411,6 +427,26 @@ class XLMRModel(XLMRPreTrainedModel):
             hidden_states=hidden_states,
             attentions=encoder_outputs.attentions,
         )
+
+    def _runs_packed(
+        self, unpad_inputs: bool | None, attention_mask: torch.Tensor | None, output_attentions: bool
+    ) -> bool:
+        if unpad_inputs is False:
+            return False
+        if unpad_inputs is True:
+            if output_attentions:
+                raise ValueError(
+                    "unpad_inputs=True cannot return attention maps (the packed path never builds them); pass "
+                    "unpad_inputs=False, or leave it unset and the padded path is taken for output_attentions."
+                )
+            if is_tracing():
+                raise ValueError(
+                    "unpad_inputs=True cannot be traced, exported or compiled: packing depends on the mask's "
+                    "values. Leave unpad_inputs unset (or False) for torch.export, ONNX export and torch.compile."
+                )
+            return attention_mask is not None and not bool(attention_mask.all())
+        automatic = not (output_attentions or self.training or torch.is_grad_enabled() or is_tracing())
+        return automatic and attention_mask is not None and not bool(attention_mask.all())
 
     def forward_packed(
         self, input_ids: torch.Tensor, packed: PackedBatch, output_hidden_states: bool = False
@@ -604,6 +640,10 @@ class XLMRForQuestionAnswering(XLMRPreTrainedModel):
     def forward(
         self, input_ids=None, attention_mask=None, start_positions=None, end_positions=None, **kwargs
     ) -> QuestionAnsweringModelOutput:
+        # Span logits are a softmax over every position, pads included, as in stock: pad states must be the
+        # padded path's, so this head packs only when told to.
+        if kwargs.get("unpad_inputs") is None and self.config.unpad_inputs is None:
+            kwargs["unpad_inputs"] = False
         outputs = self.roberta(input_ids, attention_mask=attention_mask, **_encoder_kwargs(kwargs))
         start_logits, end_logits = self.qa_outputs(outputs.last_hidden_state).split(1, dim=-1)
         start_logits = start_logits.squeeze(-1).contiguous()

@@ -14,6 +14,17 @@ import torch
 import torch.nn.functional as F
 
 
+def is_tracing() -> bool:
+    """A trace, an export or a compile is running: shapes and values are symbolic, so no decision may read
+    the data (packing depends on the mask's values) and no Python int may be taken from a tensor."""
+    return (
+        torch.jit.is_tracing()
+        or torch.compiler.is_compiling()
+        or torch.compiler.is_exporting()
+        or torch.onnx.is_in_onnx_export()
+    )
+
+
 @dataclass
 class PackedBatch:
     """Where each real token of a padded batch lives, in the padded layout and in attention's layout."""

@@ -70,15 +70,30 @@ def _stock_and_ours(head: str, config_kwargs: dict, seed: int = 0):
     return stock, ours
 
 
-def _assert_same_outputs(stock_out, our_out, atol: float) -> None:
+def _real_tokens(tensor: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The rows of a per-token output that belong to real tokens (pad positions mean nothing in either model:
+    stock computes values there, the packed path returns zeros). Per-sequence outputs are left whole."""
+    if mask is None:
+        return tensor
+    flat = mask.reshape(-1, mask.shape[-1]).bool()  # multiple choice flattens (batch, choices) into rows
+    if tensor.dim() >= 2 and tuple(tensor.shape[:2]) == tuple(flat.shape):
+        return tensor[flat]
+    return tensor
+
+
+def _assert_same_outputs(stock_out, our_out, atol: float, mask: torch.Tensor | None = None) -> None:
+    """Equal outputs; with `mask`, per-token outputs are compared on real tokens only (the packed path)."""
     for name in ("loss", "logits", "start_logits", "end_logits", "last_hidden_state", "pooler_output"):
         expected = getattr(stock_out, name, None)
         if expected is None:
             continue
-        torch.testing.assert_close(getattr(our_out, name), expected, atol=atol, rtol=0, msg=name)
+        actual = getattr(our_out, name)
+        torch.testing.assert_close(_real_tokens(actual, mask), _real_tokens(expected, mask), atol=atol, rtol=0, msg=name)
     assert len(our_out.hidden_states) == len(stock_out.hidden_states)
     for layer, (ours, theirs) in enumerate(zip(our_out.hidden_states, stock_out.hidden_states)):
-        torch.testing.assert_close(ours, theirs, atol=atol, rtol=0, msg=f"hidden state {layer}")
+        torch.testing.assert_close(
+            _real_tokens(ours, mask), _real_tokens(theirs, mask), atol=atol, rtol=0, msg=f"hidden state {layer}"
+        )
 
 
 @pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
@@ -89,8 +104,10 @@ def test_every_head_matches_stock_on_tiny_config(head, attn_implementation):
     inputs = _inputs_for(head, kwargs["vocab_size"], num_labels=3)
     with torch.no_grad():
         expected = stock(**inputs, output_hidden_states=True)
-        actual = ours(**inputs, output_hidden_states=True)
-    _assert_same_outputs(expected, actual, atol=1e-5)
+        actual = ours(**inputs, output_hidden_states=True)  # packed: the default for inference
+        padded = ours(**inputs, output_hidden_states=True, unpad_inputs=False)
+    _assert_same_outputs(expected, actual, atol=1e-5, mask=inputs["attention_mask"])
+    _assert_same_outputs(expected, padded, atol=1e-5)  # the padded path is stock's, pad positions included
     if "labels" in inputs or "start_positions" in inputs:
         assert actual.loss is not None and torch.isfinite(actual.loss)
 
@@ -138,7 +155,7 @@ def test_every_head_matches_stock_on_base_size(head, base_size_weights):
     with torch.no_grad():
         expected = stock(**inputs, output_hidden_states=True)
         actual = ours(**inputs, output_hidden_states=True)
-    _assert_same_outputs(expected, actual, atol=1e-5)
+    _assert_same_outputs(expected, actual, atol=1e-5, mask=inputs["attention_mask"])
 
 
 def test_output_attentions_and_tuple_outputs_match_stock():
@@ -317,9 +334,10 @@ def test_our_save_loads_in_stock_and_stock_save_loads_in_ours(tmp_path):
     assert not any(info[key] for key in ("missing_keys", "unexpected_keys", "mismatched_keys"))
 
     with torch.no_grad():
-        expected = stock(input_ids, attention_mask=mask).logits
+        expected = stock(input_ids, attention_mask=mask).logits[mask.bool()]
         for model in (reloaded_stock.eval(), reloaded_ours.eval()):
-            torch.testing.assert_close(model(input_ids, attention_mask=mask).logits, expected, atol=1e-5, rtol=0)
+            actual = model(input_ids, attention_mask=mask).logits[mask.bool()]
+            torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
     # The LM decoder stays tied to the word embeddings after a reload, as in fairseq.
     assert reloaded_ours.lm_head.decoder.weight.data_ptr() == reloaded_ours.roberta.get_input_embeddings().weight.data_ptr()
 

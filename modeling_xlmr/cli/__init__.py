@@ -14,9 +14,9 @@ import os
 import sys
 
 from ..common.dependencies import MissingDependencyError
-from . import convert, demo, extract, finetune
+from . import convert, demo, export, extract, finetune
 
-SUBCOMMANDS = (convert, finetune, extract, demo)
+SUBCOMMANDS = (convert, export, finetune, extract, demo)
 DESCRIPTION = "XLM-RoBERTa on Hugging Face Transformers: convert fairseq checkpoints, embed, classify, fine-tune."
 
 

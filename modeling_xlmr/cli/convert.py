@@ -38,9 +38,17 @@ def _interrupt_on_sigterm():
 
 
 def run_convert(args: argparse.Namespace) -> int:
+    from conversion.adopt import is_transformers_repo
     from conversion.convert import convert_fairseq_checkpoint
     from conversion.hub import push_to_hub
 
+    if is_transformers_repo(args.source):
+        return _adopt(args, push_to_hub)
+    if _sentence_settings(args) is not None or args.base_model:
+        raise ValueError(
+            "--pooling/--normalize/--prompt/--default-prompt/--max-seq-length/--base-model apply to a transformers "
+            f"repo as SRC; {args.source} is a fairseq checkpoint."
+        )
     with _interrupt_on_sigterm():
         result = convert_fairseq_checkpoint(
             args.source,
@@ -58,6 +66,56 @@ def run_convert(args: argparse.Namespace) -> int:
     if args.push_to_hub:
         return _push(result.output, args.push_to_hub, args, push_to_hub)
     return 0
+
+
+def _adopt(args: argparse.Namespace, push_to_hub) -> int:
+    from conversion.adopt import adopt_transformers_repo
+
+    if args.head or args.labels or args.dtype != "fp32" or args.checkpoint_file != CHECKPOINT_FILE:
+        raise ValueError(
+            f"{args.source} is a transformers repo: its weights are kept as they are, so --head, --labels, --dtype "
+            "and --checkpoint-file do not apply."
+        )
+    with _interrupt_on_sigterm():
+        result = adopt_transformers_repo(
+            args.source,
+            args.output,
+            sentence_settings=_sentence_settings(args),
+            base_model=args.base_model,
+            overwrite=args.overwrite,
+            force=args.force,
+            log=_stderr,
+        )
+    print(result.output)
+    if args.push_to_hub:
+        return _push(result.output, args.push_to_hub, args, push_to_hub)
+    return 0
+
+
+def _sentence_settings(args: argparse.Namespace):
+    """Sentence-transformers settings from the options, or None when none was given."""
+    from modeling_xlmr.hub.sentence_settings import SentenceSettings
+
+    given = [args.pooling, args.normalize, args.prompt, args.default_prompt, args.max_seq_length]
+    if all(value is None or value == [] for value in given):
+        return None
+    prompts = {}
+    for item in args.prompt or []:
+        name, separator, text = item.partition("=")
+        if not separator or not name:
+            raise ValueError(f"--prompt {item!r} must be NAME=TEXT, e.g. --prompt 'query=query: '.")
+        prompts[name] = text
+    if args.default_prompt is not None and args.default_prompt not in prompts:
+        raise ValueError(
+            f"--default-prompt {args.default_prompt!r} is not one of the --prompt names ({', '.join(prompts) or 'none'})."
+        )
+    return SentenceSettings(
+        pooling=args.pooling or "mean",
+        normalize=bool(args.normalize),
+        max_length=args.max_seq_length,
+        prompts=prompts,
+        default_prompt_name=args.default_prompt,
+    )
 
 
 def run_push(args: argparse.Namespace) -> int:
@@ -97,7 +155,11 @@ def add_subcommands(subparsers) -> None:
             "(safetensors, tokenizer, remote code, model card), verified against the fairseq weights."
         ),
     )
-    convert.add_argument("source", metavar="SRC", help="fairseq model directory or xlmr.*.tar.gz archive")
+    convert.add_argument(
+        "source",
+        metavar="SRC",
+        help="fairseq model directory, xlmr.*.tar.gz archive, or a local transformers XLM-R repo (e5, bge-m3, ...)",
+    )
     convert.add_argument("output", metavar="OUT", help="directory to create (must not exist unless --overwrite)")
     convert.add_argument("--checkpoint-file", default=CHECKPOINT_FILE, help="checkpoint inside SRC (default: model.pt)")
     convert.add_argument("--head", help="classification head stored as the sequence-classification head")
@@ -106,12 +168,23 @@ def add_subcommands(subparsers) -> None:
     convert.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace an existing OUT that holds only a previous conversion (kept until the new one is complete)",
+        help="replace an existing OUT that holds only a previous conversion's files (kept until the new one is complete)",
     )
     convert.add_argument(
         "--force", action="store_true", help="with --overwrite: OUT may hold other files too; they are kept"
     )
     convert.add_argument("--push-to-hub", metavar="REPO_ID", help="upload OUT to this Hub repo after converting")
+    group = convert.add_argument_group(
+        "transformers repos as SRC (weights kept as they are; sentence-transformers files kept, or written from these)"
+    )
+    group.add_argument("--pooling", choices=("cls", "mean"), help="sentence embedding pooling (default: mean)")
+    group.add_argument("--normalize", action=argparse.BooleanOptionalAction, help="L2-normalize sentence embeddings")
+    group.add_argument(
+        "--prompt", action="append", metavar="NAME=TEXT", help="a named prompt, e.g. 'query=query: ' (repeatable)"
+    )
+    group.add_argument("--default-prompt", metavar="NAME", help="the prompt used when none is named")
+    group.add_argument("--max-seq-length", type=int, help="tokens per text for sentence-transformers (default 512)")
+    group.add_argument("--base-model", metavar="HUB_ID", help="the source's Hub id, named in the card's base_model")
     _add_push_options(convert)
     convert.set_defaults(func=run_convert)
 

@@ -31,8 +31,18 @@ def add_subcommands(subparsers) -> None:
         description="Embed every text of --input with an XLM-R model and write one vector per text, in input order.",
     )
     _add_common_options(extract, output_help="output file: .npy, .safetensors (key 'embeddings') or .jsonl")
-    extract.add_argument("--pooling", choices=batching.POOLINGS, default="cls", help="<s> state or mean of tokens")
-    extract.add_argument("--normalize", action="store_true", help="L2-normalize each vector")
+    extract.add_argument(
+        "--pooling",
+        choices=batching.POOLINGS,
+        help="<s> state or mean of tokens (default: the repo's sentence-transformers pooling, else cls)",
+    )
+    extract.add_argument(
+        "--normalize",
+        action=argparse.BooleanOptionalAction,
+        help="L2-normalize each vector (default: as the repo's sentence-transformers settings say, else no)",
+    )
+    extract.add_argument("--prompt", help="text put before every input, e.g. 'query: ' for multilingual-e5")
+    extract.add_argument("--prompt-name", help="one of the repo's sentence-transformers prompts, e.g. query")
     extract.add_argument(
         "--long-text",
         choices=batching.LONG_TEXT_POLICIES,
@@ -84,11 +94,16 @@ def run_extract(args: argparse.Namespace) -> int:
     inputs, state, repo = _prepare(args)
     engine = _engine(repo)
 
+    settings = repo.sentence_settings
+    prompt = settings.prompt(args.prompt, args.prompt_name)
+
     def embed(texts: list[str]) -> np.ndarray:
         return engine.embed(
             texts,
-            pooling=args.pooling,
-            normalize=args.normalize,
+            pooling=settings.pooling if args.pooling is None else args.pooling,
+            normalize=settings.normalize if args.normalize is None else args.normalize,
+            prompt=prompt,
+            max_length=settings.max_length,
             max_tokens_per_batch=args.max_tokens_per_batch,
             long_text=args.long_text,
             progress=_show_progress(args, state),

@@ -8,6 +8,9 @@ from types import ModuleType
 # import name -> (what needs it, the extra that installs it)
 OPTIONAL = {
     "datasets": ("fine-tuning and evaluation (xlmr finetune / xlmr evaluate)", "finetune"),
+    "onnx": ("ONNX export (xlmr export-onnx)", "onnx"),
+    "onnxscript": ("ONNX export (xlmr export-onnx)", "onnx"),
+    "onnxruntime": ("ONNX export (xlmr export-onnx)", "onnx"),
 }
 
 

@@ -30,6 +30,7 @@ from ..modeling_xlmr import XLMRClassificationHead, XLMRModel
 from .alignment import WordFeatures, word_alignment_matrix, words_with_spans
 from .heads import default_head, label_names
 from .loading import load_repo
+from .sentence_settings import SentenceSettings
 
 MASK_TOKEN = "<mask>"
 
@@ -47,6 +48,7 @@ class XLMRHubInterface(nn.Module):
         self.tokenizer = tokenizer
         self.classification_heads = nn.ModuleDict(classification_heads or {})
         self.head_labels: dict[str, list[str] | None] = {}
+        self.sentence_settings = SentenceSettings()
 
     @classmethod
     def from_pretrained(
@@ -68,6 +70,7 @@ class XLMRHubInterface(nn.Module):
         )
         interface = cls(repo.model, repo.tokenizer, {name: head for name, (head, _) in repo.heads.items()})
         interface.head_labels = {name: labels for name, (_, labels) in repo.heads.items()}
+        interface.sentence_settings = repo.sentence_settings
         return interface
 
     # ------------------------------------------------------------------------------------------
@@ -271,22 +274,36 @@ class XLMRHubInterface(nn.Module):
     def embed(
         self,
         texts: Sequence[str],
-        pooling: str = "cls",
-        normalize: bool = False,
+        pooling: str | None = None,
+        normalize: bool | None = None,
         max_tokens_per_batch: int = batching.DEFAULT_MAX_TOKENS_PER_BATCH,
         long_text: str = "error",
         chunk_overlap: int = batching.DEFAULT_CHUNK_OVERLAP,
         progress: bool = False,
+        prompt: str | None = None,
+        prompt_name: str | None = None,
     ) -> torch.Tensor:
         """One float32 vector per text, in input order: (len(texts), hidden) on the CPU.
 
-        Texts are sorted by length and batched under `max_tokens_per_batch` tokens. A text over 512
-        tokens raises (`long_text="error"`), is cut (`"truncate"`) or is encoded as overlapping windows
-        whose vectors are averaged, weighted by token count (`"chunk"`); see
-        `modeling_xlmr.inference.batching`. `mean` pooling averages all real tokens, `<s>`/`</s>` included.
+        `pooling`, `normalize`, the length limit and the prompt default to the repo's sentence-transformers
+        settings (e5: mean pooling, normalized), else `<s>` pooling, not normalized, 512 tokens, no prompt.
+        `prompt` is a text put before every input; `prompt_name` picks one of the repo's prompts ("query").
+        Texts are sorted by length and batched under `max_tokens_per_batch` tokens. A text over the limit
+        raises (`long_text="error"`), is cut (`"truncate"`) or is encoded as overlapping windows whose
+        vectors are averaged, weighted by token count (`"chunk"`); see `modeling_xlmr.inference.batching`.
+        `mean` pooling averages all real tokens, `<s>`/`</s>` included.
         """
+        settings = self.sentence_settings
         return self.engine.embed(
-            texts, pooling, normalize, max_tokens_per_batch, long_text, chunk_overlap, progress=progress
+            texts,
+            settings.pooling if pooling is None else pooling,
+            settings.normalize if normalize is None else normalize,
+            max_tokens_per_batch,
+            long_text,
+            chunk_overlap,
+            progress=progress,
+            prompt=settings.prompt(prompt, prompt_name),
+            max_length=settings.max_length,
         )
 
     def classify(

@@ -26,6 +26,7 @@ from ..modeling_xlmr import (
 )
 from ..tokenization_xlmr import XLMRTokenizerFast
 from .heads import HEADS_FILE, load_classification_heads
+from .sentence_settings import SentenceSettings, read_sentence_settings
 
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 
@@ -110,11 +111,13 @@ def load_tokenizer(name_or_path: str, revision: str | None = None, trust_remote_
 
 @dataclass
 class LoadedRepo:
-    """A repo's model, tokenizer and named classification heads ({name: (head, labels or None)})."""
+    """A repo's model, tokenizer, named classification heads ({name: (head, labels or None)}) and how it
+    makes sentence embeddings (its sentence-transformers settings; else `<s>`, not normalized)."""
 
     model: nn.Module
     tokenizer: object
     heads: dict[str, tuple[nn.Module, list[str] | None]] = field(default_factory=dict)
+    sentence_settings: SentenceSettings = field(default_factory=SentenceSettings)
 
 
 def config_labels(config) -> list[str]:
@@ -139,8 +142,6 @@ def load_repo(
     if config.model_type != "xlm-roberta":
         raise ValueError(f"{name_or_path} is a {config.model_type!r} model, not XLM-R (model_type 'xlm-roberta').")
     model_class = model_class_for(config)
-    if model_class is XLMRModel:
-        model_kwargs.setdefault("add_pooling_layer", False)
     model = model_class.from_pretrained(
         name_or_path, config=config, revision=revision, device_map=device_map, dtype=dtype, **model_kwargs
     )
@@ -154,7 +155,8 @@ def load_repo(
     output_device = next(model.base_model.encoder.layer[-1].parameters()).device
     for name, (head, labels) in load_classification_heads(heads_file, config, skip=tuple(heads)).items():
         heads[name] = (head.to(output_device, model.dtype), labels)
-    return LoadedRepo(model=model, tokenizer=tokenizer, heads=heads)
+    settings = read_sentence_settings(name_or_path, revision) or SentenceSettings()
+    return LoadedRepo(model=model, tokenizer=tokenizer, heads=heads, sentence_settings=settings)
 
 
 __all__ = [

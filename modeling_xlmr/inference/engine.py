@@ -64,15 +64,20 @@ class InferenceEngine:
         long_text: str = "error",
         chunk_overlap: int = batching.DEFAULT_CHUNK_OVERLAP,
         progress: bool = False,
+        prompt: str = "",
+        max_length: int | None = None,
     ) -> torch.Tensor:
         """One float32 vector per text, in input order: (len(texts), hidden) on the CPU.
 
-        A text over the model's limit raises (`long_text="error"`), is cut (`"truncate"`) or is encoded as
+        `prompt` is put before every text (e5's "query: "). A text over `max_length` tokens (default and at
+        most the model's limit) raises (`long_text="error"`), is cut (`"truncate"`) or is encoded as
         overlapping windows whose vectors are averaged, weighted by token count (`"chunk"`); `mean`
         pooling averages all real tokens, `<s>`/`</s>` included (see `batching`).
         """
         batching.check_choice("pooling", pooling, batching.POOLINGS)
-        windows = self.plan(texts, long_text, chunk_overlap)
+        if prompt:
+            texts = [prompt + text for text in _text_list(texts)]
+        windows = self.plan(texts, long_text, chunk_overlap, max_length=max_length)
         pooled = torch.empty((len(windows), self.config.hidden_size))
         for indices, states, lengths in self.encode_batches(windows, max_tokens_per_batch, progress):
             pooled[indices] = batching.pool(states, lengths, pooling).cpu()
@@ -105,15 +110,15 @@ class InferenceEngine:
         long_text: str,
         chunk_overlap: int,
         policies: Sequence[str] = batching.LONG_TEXT_POLICIES,
+        max_length: int | None = None,
     ) -> list[batching.Window]:
-        if isinstance(texts, str):
-            raise TypeError("pass a list of texts (wrap a single text: [text]).")
-        content_ids = self.content_ids(list(texts)) if texts else []
+        texts = _text_list(texts)
+        content_ids = self.content_ids(texts) if texts else []
         return batching.plan_windows(
             content_ids,
             bos_id=self.tokenizer.bos_token_id,
             eos_id=self.tokenizer.eos_token_id,
-            max_length=self.max_length,
+            max_length=min(self.max_length, max_length or self.max_length),
             long_text=long_text,
             chunk_overlap=chunk_overlap,
             policies=policies,
@@ -152,6 +157,12 @@ class InferenceEngine:
         input_ids, attention_mask = batching.collate(batch, self.config.pad_token_id)
         states = self.backbone(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device))
         return states.last_hidden_state[attention_mask.to(states.last_hidden_state.device).bool()]
+
+
+def _text_list(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        raise TypeError("pass a list of texts (wrap a single text: [text]).")
+    return list(texts)
 
 
 def classification_record(probabilities: list[float], labels: list[str]) -> dict:
