@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from huggingface_hub import ModelCard
+from huggingface_hub import ModelCard, ModelCardData
 
 from modeling_xlmr.common.files import apply_umask, check_output_directory, install_directory, staging_directory
 from modeling_xlmr.configuration_xlmr import AUTO_MAP, XLMRConfig, copy_remote_code, remote_code_files
@@ -177,12 +177,14 @@ def _source_id(source: Path, config: XLMRConfig) -> str:
 
 
 def _write_card(source: Path, built: Path, base_model: str) -> None:
-    original = ModelCard.load(source / CARD_FILE) if (source / CARD_FILE).is_file() else ModelCard("---\n---\n")
-    data = original.data
+    if (source / CARD_FILE).is_file():
+        original = ModelCard.load(source / CARD_FILE, ignore_metadata_errors=True)
+        data, body = original.data, original.text.strip()
+    else:
+        data, body = ModelCardData(), ""
     data.base_model = base_model
     data.library_name = data.library_name or "transformers"
     data.tags = sorted(set(data.tags or []) | {"xlm-roberta", "xlmr"})
-    body = original.text.strip()
     card = ModelCard(
         f"---\n{data.to_yaml()}\n---\n\n# {base_model}, with xlmr's fast path\n\n"
         f"The weights and files of [`{base_model}`](https://huggingface.co/{base_model}), unchanged, plus the `xlmr` "

@@ -47,6 +47,11 @@ def variant_for(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 NLI_TASK = {"task_type": "text-classification", "task_name": "Natural Language Inference"}
+# Every model-index accuracy is a fraction (0.887), never a percentage: cards written here and results
+# added later by `xlmr evaluate --update-model-card` share one list, so they share one unit.
+# The section of a card that results replace when they are added (`xlmr evaluate --update-model-card`).
+EVALUATION_START = "<!-- xlmr-evaluation:start -->"
+EVALUATION_END = "<!-- xlmr-evaluation:end -->"
 SEED_SOURCE = {
     "source_name": "fairseq XLM-R README",
     "source_url": "https://github.com/facebookresearch/fairseq/tree/main/examples/xlmr",
@@ -83,7 +88,9 @@ def card_data(variant: Mapping[str, Any], model_name: str, pipeline_tag: str) ->
     if variant.get("xnli"):
         setting = variant["xnli"]["setting"]
         eval_results = [
-            nli_accuracy_result(accuracy, language, dataset_name=f"XNLI ({language}, {setting})", **SEED_SOURCE)
+            nli_accuracy_result(
+                round(accuracy / 100, 4), language, dataset_name=f"XNLI ({language}, {setting})", **SEED_SOURCE
+            )
             for language, accuracy in variant["xnli"]["accuracy"].items()
         ]
     return ModelCardData(
@@ -127,8 +134,10 @@ def render_model_card(
         max_abs_difference=max_abs_difference,
         language_names=[entry["name"] for entry in languages()],
         repo_id=repo_id or DEFAULT_REPO_ID,
+        evaluation_start=EVALUATION_START,
+        evaluation_end=EVALUATION_END,
     )
     return str(card)
 
 
-__all__ = ["languages", "nli_accuracy_result", "render_model_card", "variant_for"]
+__all__ = ["EVALUATION_END", "EVALUATION_START", "languages", "nli_accuracy_result", "render_model_card", "variant_for"]

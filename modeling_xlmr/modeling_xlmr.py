@@ -352,6 +352,9 @@ class XLMRModel(XLMRPreTrainedModel):
     """The bare XLM-R encoder; `pooler` (tanh over `<s>`) is optional like transformers', and by default
     present exactly when the config says the weights have one (`config.add_pooling_layer`)."""
 
+    # The bare encoder of a repo saved with a head: the head's weights are there by design, not by mistake.
+    _keys_to_ignore_on_load_unexpected = [r"^lm_head\.", r"^classifier\."]
+
     def __init__(self, config: XLMRConfig, add_pooling_layer: bool | None = None):
         super().__init__(config)
         if add_pooling_layer is None:

@@ -76,7 +76,10 @@ def test_cards_carry_valid_hub_metadata(tmp_path, size):
 def test_large_card_has_the_seed_xnli_results_as_model_index(tmp_path):
     card = render(XLMRConfig.large(), tmp_path)
     results = card.data.eval_results
-    assert {result.dataset_config: result.metric_value for result in results} == SEED_XNLI_LARGE
+    # model-index values are fractions, the unit `xlmr evaluate --update-model-card` adds to the same list
+    assert {result.dataset_config: result.metric_value for result in results} == {
+        language: round(value / 100, 4) for language, value in SEED_XNLI_LARGE.items()
+    }
     assert {result.dataset_type for result in results} == {"xnli"}
     assert {result.metric_type for result in results} == {"accuracy"}
     assert "model-index" in card.content
@@ -121,3 +124,29 @@ def test_language_list_is_fairseqs_100_languages():
     names = [entry["name"] for entry in entries]
     assert names[0] == "Afrikaans" and names[-1] == "Yiddish"
     assert {"Bengali (romanized)", "Burmese (Zawgyi font)", "Chinese (Traditional)", "Western Frisian"} <= set(names)
+
+
+@pytest.mark.parametrize("config", [XLMRConfig(), XLMRConfig.large()], ids=["base", "large"])
+def test_card_yaml_lists_every_language_as_a_code_of_the_100(config, tmp_path):
+    import yaml
+
+    card = render(config, tmp_path)
+    front_matter = card.content.split("---")[1]
+    listed = yaml.safe_load(front_matter)["language"]  # what the Hub reads: `no` unquoted would be False
+    assert listed == [entry["code"] for entry in languages()]
+    assert all(isinstance(code, str) for code in listed) and "no" in listed
+
+
+def test_adding_results_rewrites_the_evaluation_section_in_one_unit(tmp_path):
+    from modeling_xlmr.nli.evaluation import AccuracyTable, update_model_card
+
+    for config in (XLMRConfig(), XLMRConfig.large()):
+        card = render(config, tmp_path)
+        path = tmp_path / "README.md"
+        path.write_text(str(card), encoding="utf-8")
+        table = AccuracyTable(model="mine", accuracy={"en": 0.5, "fr": 0.25}, examples={"en": 4, "fr": 4})
+        updated = update_model_card(str(path), table, dataset_split="validation")
+        assert "did not publish evaluation results" not in updated.text and "| 88.7 |" not in updated.text
+        assert "`mine` | 50.0 | 25.0 | 37.5" in updated.text and updated.text.count("## Evaluation") == 1
+        values = [result.metric_value for result in updated.data.eval_results]
+        assert all(0 <= value <= 1 for value in values)  # fractions only, seed results and new ones alike

@@ -20,13 +20,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from model_cards import NLI_TASK, nli_accuracy_result
+from model_cards import EVALUATION_END, EVALUATION_START, NLI_TASK, nli_accuracy_result
 
 from ..common.files import write_text_atomically
 from .data import ordered_languages
 
-CARD_TABLE_START = "<!-- xlmr-nli-results:start -->"
-CARD_TABLE_END = "<!-- xlmr-nli-results:end -->"
+LEGACY_TABLE_MARKERS = ("<!-- xlmr-nli-results:start -->", "<!-- xlmr-nli-results:end -->")  # cards of earlier versions
 
 
 @dataclass
@@ -171,35 +170,58 @@ def update_model_card(
     dataset_type: str = "xnli",
     dataset_name: str = "XNLI",
     dataset_split: str | None = "test",
+    base_model_dir: str | None = None,
 ) -> ModelCard:
-    """Add (or replace) this table's results in a card's `model-index` and its results section.
+    """Add (or replace) this table's results in a card's `model-index` and rewrite its evaluation section.
 
-    Results for other datasets, splits or metrics are kept; a missing card is created minimal.
+    Results for other datasets, splits or metrics are kept (all as fractions). A missing card is created,
+    naming `base_model_dir`'s model as `base_model` and inheriting its license and languages.
     """
     if os.path.isfile(card_path):
         card = ModelCard.load(card_path)
     else:
-        data = ModelCardData(library_name="transformers", pipeline_tag=NLI_TASK["task_type"])
-        card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n# {table.model}\n")
+        card = ModelCard(f"---\n{_new_card_data(base_model_dir).to_yaml()}\n---\n\n# {table.model}\n")
     new_results = eval_results_for_card(table, dataset_type, dataset_name, dataset_split)
     replaced = {_result_key(result) for result in new_results}
     kept = [result for result in (card.data.eval_results or []) if _result_key(result) not in replaced]
     card.data.eval_results = kept + new_results
     card.data.model_name = card.data.model_name or table.model
-    card.text = _with_results_section(card.text, table, dataset_name, dataset_split)
+    card.text = _with_evaluation_section(card.text, table, dataset_name, dataset_split)
     write_text_atomically(card_path, str(card))
     return card
 
 
-def _with_results_section(text: str, table: AccuracyTable, dataset_name: str, split: str | None) -> str:
+def _new_card_data(base_model_dir: str | None) -> ModelCardData:
+    """A fine-tuned model's card data: what it was fine-tuned from, under that model's license and languages."""
+    data = ModelCardData(library_name="transformers", pipeline_tag=NLI_TASK["task_type"], tags=["xlm-roberta", "xnli"])
+    if base_model_dir is None:
+        return data
+    base_card = os.path.join(base_model_dir, "README.md")
+    base = ModelCard.load(base_card).data if os.path.isfile(base_card) else ModelCardData()
+    data.base_model = _hub_id_or_name(base_model_dir, base)
+    data.license = base.license or "mit"  # XLM-R's own license, when the base says nothing
+    data.language = base.language
+    return data
+
+
+def _hub_id_or_name(path: str, base: ModelCardData) -> str:
+    """A Hub id as given; for a local directory, the name its card gives the model, else the folder's name."""
+    if not os.path.exists(path):
+        return path
+    return base.model_name or os.path.basename(os.path.normpath(path))
+
+
+def _with_evaluation_section(text: str, table: AccuracyTable, dataset_name: str, split: str | None) -> str:
+    """The card's evaluation section (between the markers the templates write) becomes this table."""
     where = f"{dataset_name} {split}" if split else dataset_name
     section = (
-        f"{CARD_TABLE_START}\n## Results\n\nAccuracy (%) on {where}, per language and averaged:\n\n"
-        f"{table.to_markdown()}\n{CARD_TABLE_END}"
+        f"{EVALUATION_START}\n## Evaluation\n\nAccuracy (%) on {where}, per language and averaged (the "
+        f"`model-index` holds them as fractions):\n\n{table.to_markdown()}\n{EVALUATION_END}"
     )
-    start, end = text.find(CARD_TABLE_START), text.find(CARD_TABLE_END)
-    if start != -1 and end > start:
-        return text[:start] + section + text[end + len(CARD_TABLE_END) :]
+    for start_marker, end_marker in ((EVALUATION_START, EVALUATION_END), LEGACY_TABLE_MARKERS):
+        start, end = text.find(start_marker), text.find(end_marker)
+        if start != -1 and end > start:
+            return text[:start] + section + text[end + len(end_marker) :]
     return text.rstrip("\n") + "\n\n" + section + "\n"
 
 

@@ -80,7 +80,7 @@ def finetune(args: argparse.Namespace) -> int:
         if trainer.is_world_process_zero():
             results = os.path.join(args.output_dir, RESULTS_STEM)
             card = None if args.no_model_card else os.path.join(args.output_dir, "README.md")
-            _report(args, table, f"{results}.json", f"{results}.md", card)
+            _report(args, table, f"{results}.json", f"{results}.md", card, base_model=args.model)
     return 0
 
 
@@ -292,12 +292,12 @@ def _accuracy_table(trainer, eval_set, model_name: str, setting: str | None):
     return AccuracyTable.from_predictions(predicted, output.label_ids, eval_set["language"], model_name, setting)
 
 
-def _report(args: argparse.Namespace, table, json_path: str | None, markdown_path: str | None, card: str | None):
-    """Write the table where asked (main process only) and print it."""
+def _report(args, table, json_path: str | None, markdown_path: str | None, card: str | None, base_model=None):
+    """Write the table where asked (main process only) and print it. A new card names `base_model`."""
     if json_path or markdown_path:
         write_results(table, json_path, markdown_path)
     if card:
-        update_model_card(card, table, args.dataset_type, args.dataset_name, args.eval_split)
+        update_model_card(card, table, args.dataset_type, args.dataset_name, args.eval_split, base_model_dir=base_model)
     print(table.to_markdown())
 
 
