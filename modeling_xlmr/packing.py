@@ -45,6 +45,8 @@ class PackedBatch:
     def from_mask(cls, attention_mask: torch.Tensor) -> PackedBatch:
         mask = attention_mask.bool()
         batch_size, seq_len = mask.shape
+        if bool(mask.all()):  # nothing padded (a single text, equal lengths): the layout is known, no search
+            return cls._unpadded(batch_size, seq_len, mask.device)
         lengths = mask.sum(dim=1)
         longest = int(lengths.max()) if batch_size else 0
         token_indices = mask.flatten().nonzero().squeeze(-1)
@@ -71,6 +73,21 @@ class PackedBatch:
         )
 
     @classmethod
+    def _unpadded(cls, batch_size: int, seq_len: int, device: torch.device) -> PackedBatch:
+        token_indices = torch.arange(batch_size * seq_len, device=device)
+        return cls(
+            token_indices=token_indices,
+            attention_indices=token_indices,
+            position_in_sequence=torch.arange(seq_len, device=device).repeat(batch_size),
+            key_mask=None,
+            cu_seqlens=torch.arange(0, (batch_size + 1) * seq_len, max(seq_len, 1), dtype=torch.int32, device=device),
+            max_seqlen=seq_len if batch_size else 0,
+            batch_size=batch_size,
+            seq_len=seq_len,
+            lengths=(seq_len,) * batch_size,
+        )
+
+    @classmethod
     def from_lengths(cls, lengths: list[int] | tuple[int, ...], device: torch.device | str = "cpu") -> PackedBatch:
         """Sequences of these lengths laid back to back, as a caller that never padded them holds them;
         `pad()` gives the right-padded layout."""
@@ -91,12 +108,20 @@ class PackedBatch:
         }
         return replace(self, **moved, attention_groups=None)
 
+    @property
+    def has_padding(self) -> bool:
+        return self.num_tokens != self.batch_size * self.seq_len
+
     def unpad(self, padded: torch.Tensor) -> torch.Tensor:
         """(batch, seq, ...) -> (tokens, ...)"""
+        if not self.has_padding:
+            return padded.flatten(0, 1)
         return padded.flatten(0, 1).index_select(0, self.token_indices)
 
     def pad(self, packed: torch.Tensor) -> torch.Tensor:
         """(tokens, ...) -> (batch, seq, ...), zeros at pad positions."""
+        if not self.has_padding:
+            return packed.view(self.batch_size, self.seq_len, *packed.shape[1:])
         return _scatter_rows(packed, self.token_indices, self.batch_size, self.seq_len)
 
 
