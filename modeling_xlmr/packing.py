@@ -197,13 +197,16 @@ def packed_qkv_attention(qkv: torch.Tensor, packed: PackedBatch, num_heads: int,
             return attn_output.reshape(num_tokens, num_heads * head_dim)
 
     qkv = qkv.view(num_tokens, 3, num_heads, head_dim)
-    if not qkv.is_cuda and _padded_attention_work(packed) > _PER_SEQUENCE_ABOVE:  # GPUs want one big launch
+    if not packed.has_padding:  # equal lengths back to back (a single text): regrouping is a view
+        batched = qkv.view(packed.batch_size, packed.seq_len, 3, num_heads, head_dim)
+    elif not qkv.is_cuda and _padded_attention_work(packed) > _PER_SEQUENCE_ABOVE:  # GPUs want one big launch
         return _attention_grouped(qkv, packed, scaling)
-    batched = _regroup(qkv, packed)  # (batch, longest, 3, heads, dim)
+    else:
+        batched = _regroup(qkv, packed)  # (batch, longest, 3, heads, dim)
     query, key, value = (states.transpose(1, 2) for states in batched.unbind(2))
     attn_output = F.scaled_dot_product_attention(query, key, value, attn_mask=packed.key_mask, scale=scaling)
     attn_output = attn_output.transpose(1, 2).reshape(-1, num_heads * head_dim)
-    return attn_output.index_select(0, packed.attention_indices)
+    return attn_output if not packed.has_padding else attn_output.index_select(0, packed.attention_indices)
 
 
 # Regrouping pads every sequence to the longest one in the batch, and attention's cost grows with the
