@@ -1,0 +1,230 @@
+"""Streaming, sharded, resumable extraction on one machine: input blocks in, parquet shards out.
+
+    input (sources.TextInput) --scan: check every record, count rows, note shard starts-->
+    for each shard not complete yet: seek to its start, read it in blocks of `block_rows` texts,
+    run each block through the engine (length-sorted token-budget batches inside the block) and
+    append it to the shard's temporary file as a row group --> rename, journal, manifest (shards)
+
+Memory is bounded by one block of texts and its vectors, whatever the size of the corpus. The same
+predictors (`Embedder`, `Classifier`) turn a block into Arrow columns for the Ray actors
+(`modeling_xlmr.ray_data`), so both engines write the same rows.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
+
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import batching
+from .engine import InferenceEngine
+from .shards import ShardedOutput, classification_columns, embedding_columns, id_column
+from .sources import Row, TextInput
+
+DEFAULT_SHARD_SIZE = 100_000
+DEFAULT_BLOCK_ROWS = 2048
+BLOCK_CHARS = 4_000_000  # a block also ends at this many characters: long documents stay bounded too
+
+
+class Embedder:
+    """Texts -> {"embedding"}: the engine's `embed` with fixed options (what a sharded output records)."""
+
+    def __init__(
+        self,
+        engine: InferenceEngine,
+        pooling: str = "cls",
+        normalize: bool = False,
+        long_text: str = "error",
+        chunk_overlap: int = batching.DEFAULT_CHUNK_OVERLAP,
+        max_tokens_per_batch: int = batching.DEFAULT_MAX_TOKENS_PER_BATCH,
+        vector_dtype: str = "float32",
+    ):
+        batching.check_choice("pooling", pooling, batching.POOLINGS)
+        batching.check_choice("long_text", long_text, batching.LONG_TEXT_POLICIES)
+        batching.check_choice("vector dtype", vector_dtype, ("float32", "float16"))
+        self.engine = engine
+        self.options = {"pooling": pooling, "normalize": normalize, "long_text": long_text}
+        self.options["chunk_overlap"] = chunk_overlap
+        self.max_tokens_per_batch = max_tokens_per_batch
+        self.vector_dtype = vector_dtype
+
+    def settings(self) -> dict:
+        return {"task": "embed", **self.options, "vector_dtype": self.vector_dtype}
+
+    def columns(self, texts: Sequence[str], on_tokens=None) -> dict:
+        vectors = self.engine.embed(
+            list(texts), max_tokens_per_batch=self.max_tokens_per_batch, on_tokens=on_tokens, **self.options
+        )
+        return embedding_columns(vectors.numpy(), self.vector_dtype)
+
+
+class Classifier:
+    """Texts -> {"label", "score", "probabilities"} from one sentence head."""
+
+    def __init__(
+        self,
+        engine: InferenceEngine,
+        head: nn.Module,
+        labels: Sequence[str],
+        head_name: str = "classifier",
+        long_text: str = "error",
+        max_tokens_per_batch: int = batching.DEFAULT_MAX_TOKENS_PER_BATCH,
+    ):
+        batching.check_choice("long_text", long_text, ("error", "truncate"))
+        self.engine, self.head, self.labels = engine, head, list(labels)
+        self.head_name, self.long_text = head_name, long_text
+        self.max_tokens_per_batch = max_tokens_per_batch
+
+    def settings(self) -> dict:
+        return {"task": "classify", "head": self.head_name, "labels": self.labels, "long_text": self.long_text}
+
+    def columns(self, texts: Sequence[str], on_tokens=None) -> dict:
+        probabilities = self.engine.class_probabilities(
+            list(texts), self.head, len(self.labels), self.max_tokens_per_batch, self.long_text, on_tokens=on_tokens
+        )
+        return classification_columns(probabilities.numpy(), self.labels)
+
+
+def extract_to_directory(
+    predictor: Embedder | Classifier,
+    source: TextInput,
+    directory: str | os.PathLike,
+    settings: dict,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Write `source`'s rows through `predictor` into parquet shards under `directory` (see `shards`);
+    a rerun with the same `settings` and input finishes an interrupted run. Returns the manifest's summary.
+
+    A file input is checked whole (every record, before anything is written) and its shards are
+    skipped or sought directly; standard input is read once, its shards kept under temporary names
+    until it has ended well.
+    """
+    if block_rows < 1:
+        raise ValueError(f"block size must be positive, got {block_rows}.")
+    settings = {**settings, **predictor.settings()}
+    if source.is_stdin:
+        return _extract_stream(predictor, source, directory, settings, shard_size, block_rows, overwrite, progress)
+    plan = source.scan(shard_size)
+    identity = {"files": [_describe(entry) for entry in plan.files], "rows": plan.rows, "id_type": plan.id_type}
+    output = ShardedOutput(directory, settings, identity, shard_size)
+    complete = output.open(overwrite)
+    todo = [index for index in range(max(plan.num_shards, 1)) if index not in complete]
+    with Progress(sum(plan.shard_rows(index) for index in todo), progress) as bar:
+        for index in todo:
+            rows: Iterable[Row] = []
+            if plan.num_shards:
+                rows = itertools.islice(source.rows(plan.starts[index]), plan.shard_rows(index))
+            with output.shard(index, index * shard_size) as writer:
+                _write_blocks(predictor, rows, source, block_rows, writer, bar)
+            output.write_manifest(finished=False)
+    output.write_manifest(finished=True)
+    return {"rows": plan.rows, "shards": len(output.complete), "computed": len(todo)}
+
+
+def _extract_stream(predictor, source, directory, settings, shard_size, block_rows, overwrite, progress) -> dict:
+    output = ShardedOutput(directory, settings, None, shard_size)
+    output.open(overwrite)
+    rows, total = source.rows(), 0
+    try:
+        with Progress(None, progress) as bar:
+            for index in itertools.count():
+                first = next(rows, None)
+                if first is None and index > 0:
+                    break
+                head = [] if first is None else [first]
+                counted = _Counter(itertools.chain(head, itertools.islice(rows, shard_size - 1)))
+                with output.shard(index, total, rename=False) as writer:
+                    _write_blocks(predictor, counted, source, block_rows, writer, bar)
+                total += counted.count
+    except BaseException:
+        output.discard_pending()
+        raise
+    output.commit_pending()
+    output.write_manifest(finished=True)
+    return {"rows": total, "shards": len(output.complete), "computed": len(output.complete)}
+
+
+class _Counter:
+    """Counts the rows an iterator has given."""
+
+    def __init__(self, rows: Iterator[Row]):
+        self.rows, self.count = rows, 0
+
+    def __iter__(self):
+        for row in self.rows:
+            self.count += 1
+            yield row
+
+
+def _write_blocks(predictor, rows: Iterable[Row], source: TextInput, block_rows: int, writer, bar: Progress) -> None:
+    """The rows through `predictor`, one block at a time, as row groups of the shard (an empty shard
+    still gets an empty table: its schema). The id type is the source's, fixed by its first record."""
+    import pyarrow as pa
+
+    wrote = False
+    for block in blocks(rows, block_rows):
+        columns = predictor.columns([row.text for row in block], on_tokens=bar.add_tokens)
+        ids = id_column([row.id for row in block], source.id_type or "position")
+        writer.write(pa.table({"id": ids, **columns}))
+        bar.add_texts(len(block))
+        wrote = True
+    if not wrote:
+        writer.write(pa.table({"id": id_column([], source.id_type or "position"), **predictor.columns([])}))
+
+
+def blocks(rows: Iterable[Row], block_rows: int, block_chars: int = BLOCK_CHARS) -> Iterator[list[Row]]:
+    """Consecutive lists of at most `block_rows` rows and (unless a single row is longer) `block_chars`
+    characters."""
+    block, chars = [], 0
+    for row in rows:
+        if block and (len(block) == block_rows or chars + len(row.text) > block_chars):
+            yield block
+            block, chars = [], 0
+        block.append(row)
+        chars += len(row.text)
+    if block:
+        yield block
+
+
+def _describe(entry: dict) -> dict:
+    return {**entry, "path": os.path.abspath(entry["path"])}
+
+
+class Progress:
+    """A bar over texts with texts/s, tokens/s and the ETA (total None: no ETA, e.g. stdin)."""
+
+    def __init__(self, total: int | None, enabled: bool):
+        self.bar = tqdm(total=total, unit="text", disable=not enabled, dynamic_ncols=True, smoothing=0.1)
+        self.tokens, self.started = 0, time.perf_counter()
+
+    def add_tokens(self, count: int) -> None:
+        self.tokens += count
+
+    def add_texts(self, count: int) -> None:
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        self.bar.set_postfix_str(f"{self.tokens / elapsed:,.0f} tokens/s", refresh=False)
+        self.bar.update(count)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
+
+
+__all__ = [
+    "DEFAULT_BLOCK_ROWS",
+    "DEFAULT_SHARD_SIZE",
+    "Classifier",
+    "Embedder",
+    "Progress",
+    "blocks",
+    "extract_to_directory",
+]
