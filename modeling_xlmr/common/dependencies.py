@@ -8,6 +8,7 @@ from types import ModuleType
 # import name -> (what needs it, the extra that installs it)
 OPTIONAL = {
     "datasets": ("fine-tuning and evaluation (xlmr finetune / xlmr evaluate)", "finetune"),
+    "ray": ("Ray Data inference (xlmr extract --engine ray, modeling_xlmr.ray_data)", "ray"),
 }
 
 

@@ -92,6 +92,11 @@ class InputPlan:
     def num_shards(self) -> int:
         return len(self.starts)
 
+    def identity(self) -> dict:
+        """What a rerun must find unchanged: the files (absolute paths, sizes, row counts) and the id type."""
+        files = [{**entry, "path": os.path.abspath(entry["path"])} for entry in self.files]
+        return {"files": files, "rows": self.rows, "id_type": self.id_type}
+
 
 def resolve_inputs(spec: str, fmt: str | None = None) -> list[InputFile]:
     """The files `spec` names, in reading order, each with its format."""
@@ -208,7 +213,7 @@ def read_file(file: InputFile, start: Cursor, text_field: str, id_field: str | N
 def _lines(file: InputFile, start: Cursor) -> Iterator[tuple[Cursor, str]]:
     """(cursor after the line, the line without its "\\n" / "\\r\\n") from `start`, decoded as UTF-8 line by
     line, so a bad byte is reported with its line number."""
-    stream = sys.stdin.buffer if file.path == STDIN else open(file.path, "rb")  # noqa: SIM115 (closed below)
+    stream = _stdin_bytes() if file.path == STDIN else open(file.path, "rb")  # noqa: SIM115 (closed below)
     try:
         if file.path != STDIN:
             stream.seek(start.offset)
@@ -228,6 +233,12 @@ def _lines(file: InputFile, start: Cursor) -> Iterator[tuple[Cursor, str]]:
     finally:
         if file.path != STDIN:
             stream.close()
+
+
+def _stdin_bytes():
+    """Standard input's bytes (no newline translation), or its text re-encoded when it has no byte layer."""
+    buffer = getattr(sys.stdin, "buffer", None)
+    return buffer if buffer is not None else (line.encode("utf-8") for line in sys.stdin)
 
 
 def _line_records(file: InputFile, start: Cursor, text_field: str, id_field: str | None):

@@ -13,6 +13,7 @@ predictors (`Embedder`, `Classifier`) turn a block into Arrow columns for the Ra
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -23,11 +24,12 @@ from tqdm.auto import tqdm
 from . import batching
 from .engine import InferenceEngine
 from .shards import ShardedOutput, classification_columns, embedding_columns, id_column
-from .sources import Row, TextInput
+from .sources import InputPlan, Row, TextInput
 
 DEFAULT_SHARD_SIZE = 100_000
 DEFAULT_BLOCK_ROWS = 2048
-BLOCK_CHARS = 4_000_000  # a block also ends at this many characters: long documents stay bounded too
+BLOCK_CHARS = 4_000_000
+LABELS_KEY = "labels"  # schema metadata of classify shards: the order of `probabilities`  # a block also ends at this many characters: long documents stay bounded too
 
 
 class Embedder:
@@ -53,7 +55,10 @@ class Embedder:
         self.vector_dtype = vector_dtype
 
     def settings(self) -> dict:
-        return {"task": "embed", **self.options, "vector_dtype": self.vector_dtype}
+        return task_settings("embed", **self.options, vector_dtype=self.vector_dtype)
+
+    def metadata(self) -> dict:
+        return {}
 
     def columns(self, texts: Sequence[str], on_tokens=None) -> dict:
         vectors = self.engine.embed(
@@ -63,14 +68,15 @@ class Embedder:
 
 
 class Classifier:
-    """Texts -> {"label", "score", "probabilities"} from one sentence head."""
+    """Texts -> {"label", "score", "probabilities"} from one sentence head (`head_name`: as the user named
+    it, None for the default one: what a sharded output records)."""
 
     def __init__(
         self,
         engine: InferenceEngine,
         head: nn.Module,
         labels: Sequence[str],
-        head_name: str = "classifier",
+        head_name: str | None = None,
         long_text: str = "error",
         max_tokens_per_batch: int = batching.DEFAULT_MAX_TOKENS_PER_BATCH,
     ):
@@ -80,13 +86,32 @@ class Classifier:
         self.max_tokens_per_batch = max_tokens_per_batch
 
     def settings(self) -> dict:
-        return {"task": "classify", "head": self.head_name, "labels": self.labels, "long_text": self.long_text}
+        return task_settings("classify", head=self.head_name, long_text=self.long_text)
+
+    def metadata(self) -> dict:
+        """The label order of `probabilities`, kept in each shard's schema (and the manifest)."""
+        return {LABELS_KEY: json.dumps(self.labels, ensure_ascii=False)}
 
     def columns(self, texts: Sequence[str], on_tokens=None) -> dict:
         probabilities = self.engine.class_probabilities(
             list(texts), self.head, len(self.labels), self.max_tokens_per_batch, self.long_text, on_tokens=on_tokens
         )
         return classification_columns(probabilities.numpy(), self.labels)
+
+
+def manifest_metadata(metadata: dict) -> dict:
+    """Shard schema metadata (JSON strings) as manifest fields (JSON values)."""
+    return {key: json.loads(value) for key, value in metadata.items()}
+
+
+def task_settings(task: str, **options) -> dict:
+    """What a sharded output records of the task, defaults filled in (both engines build theirs here)."""
+    if task == "embed":
+        defaults = {"pooling": "cls", "normalize": False, "long_text": "error"}
+        defaults.update(chunk_overlap=batching.DEFAULT_CHUNK_OVERLAP, vector_dtype="float32")
+    else:
+        defaults = {"head": None, "long_text": "error"}
+    return {"task": task, **{key: options.get(key, default) for key, default in defaults.items()}}
 
 
 def extract_to_directory(
@@ -98,22 +123,22 @@ def extract_to_directory(
     block_rows: int = DEFAULT_BLOCK_ROWS,
     overwrite: bool = False,
     progress: bool = True,
+    plan: InputPlan | None = None,
 ) -> dict:
     """Write `source`'s rows through `predictor` into parquet shards under `directory` (see `shards`);
     a rerun with the same `settings` and input finishes an interrupted run. Returns the manifest's summary.
 
     A file input is checked whole (every record, before anything is written) and its shards are
-    skipped or sought directly; standard input is read once, its shards kept under temporary names
-    until it has ended well.
+    skipped or sought directly (pass `plan` if the input was scanned already); standard input is read
+    once, its shards kept under temporary names until it has ended well.
     """
     if block_rows < 1:
         raise ValueError(f"block size must be positive, got {block_rows}.")
     settings = {**settings, **predictor.settings()}
     if source.is_stdin:
         return _extract_stream(predictor, source, directory, settings, shard_size, block_rows, overwrite, progress)
-    plan = source.scan(shard_size)
-    identity = {"files": [_describe(entry) for entry in plan.files], "rows": plan.rows, "id_type": plan.id_type}
-    output = ShardedOutput(directory, settings, identity, shard_size)
+    plan = plan if plan is not None else source.scan(shard_size)
+    output = ShardedOutput(directory, settings, plan.identity(), shard_size)
     complete = output.open(overwrite)
     todo = [index for index in range(max(plan.num_shards, 1)) if index not in complete]
     with Progress(sum(plan.shard_rows(index) for index in todo), progress) as bar:
@@ -124,7 +149,7 @@ def extract_to_directory(
             with output.shard(index, index * shard_size) as writer:
                 _write_blocks(predictor, rows, source, block_rows, writer, bar)
             output.write_manifest(finished=False)
-    output.write_manifest(finished=True)
+    output.write_manifest(finished=True, extra=manifest_metadata(predictor.metadata()))
     return {"rows": plan.rows, "shards": len(output.complete), "computed": len(todo)}
 
 
@@ -147,7 +172,7 @@ def _extract_stream(predictor, source, directory, settings, shard_size, block_ro
         output.discard_pending()
         raise
     output.commit_pending()
-    output.write_manifest(finished=True)
+    output.write_manifest(finished=True, extra=manifest_metadata(predictor.metadata()))
     return {"rows": total, "shards": len(output.complete), "computed": len(output.complete)}
 
 
@@ -172,11 +197,12 @@ def _write_blocks(predictor, rows: Iterable[Row], source: TextInput, block_rows:
     for block in blocks(rows, block_rows):
         columns = predictor.columns([row.text for row in block], on_tokens=bar.add_tokens)
         ids = id_column([row.id for row in block], source.id_type or "position")
-        writer.write(pa.table({"id": ids, **columns}))
+        writer.write(pa.table({"id": ids, **columns}, metadata=predictor.metadata()))
         bar.add_texts(len(block))
         wrote = True
     if not wrote:
-        writer.write(pa.table({"id": id_column([], source.id_type or "position"), **predictor.columns([])}))
+        empty = {"id": id_column([], source.id_type or "position"), **predictor.columns([])}
+        writer.write(pa.table(empty, metadata=predictor.metadata()))
 
 
 def blocks(rows: Iterable[Row], block_rows: int, block_chars: int = BLOCK_CHARS) -> Iterator[list[Row]]:
@@ -191,10 +217,6 @@ def blocks(rows: Iterable[Row], block_rows: int, block_chars: int = BLOCK_CHARS)
         chars += len(row.text)
     if block:
         yield block
-
-
-def _describe(entry: dict) -> dict:
-    return {**entry, "path": os.path.abspath(entry["path"])}
 
 
 class Progress:
@@ -227,4 +249,6 @@ __all__ = [
     "Progress",
     "blocks",
     "extract_to_directory",
+    "manifest_metadata",
+    "task_settings",
 ]
