@@ -16,6 +16,7 @@ import glob
 import os
 import sys
 
+from ..common.dependencies import require
 from ..common.dtypes import parse_dtype, short_name
 from ..inference import records, shards, sources, streaming
 
@@ -72,6 +73,8 @@ def run(args: argparse.Namespace, load, choose_head) -> int:
     """`load(args) -> (process state, repo)` and `choose_head(repo, name) -> (head, labels)` are
     extract.py's (one home for loading a model from the command line)."""
     check_options(args)
+    if args.engine == "ray":
+        require("ray")  # before reading anything: the missing extra is the first thing to say
     source = sources.TextInput(args.input, args.input_format, args.field, args.id_field)
     if args.engine == "ray":
         return _run_ray(args, source)

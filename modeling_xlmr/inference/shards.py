@@ -125,19 +125,23 @@ class ShardedOutput:
         self.shard_size = shard_size
         self.complete: dict[int, dict] = {}
         self.pending: list[tuple[str, dict]] = []
+        self.created = False  # whether `open` made the directory
 
     # --------------------------------------------------------------------------------- opening
 
-    def open(self, overwrite: bool = False) -> dict[int, dict]:
-        """Create or reopen the directory; returns {shard index: entry} of the verified complete shards."""
+    def open(self, overwrite: bool = False, announce: bool = True) -> dict[int, dict]:
+        """Create or reopen the directory; returns {shard index: entry} of the verified complete shards.
+        `announce`: write the manifest now (not for a stream whose input may still prove bad: it names
+        nothing before it has ended well)."""
         if not self.directory.exists():
             if not self.directory.parent.is_dir():
                 raise RecordsError(f"output directory {self.directory.parent} does not exist; create it first.")
             self.directory.mkdir()
+            self.created = True
         elif not self.directory.is_dir():
             raise RecordsError(f"output {self.directory} is a file; pass a directory (ending in /) for shards.")
         manifest = self.read_manifest()
-        if manifest is None and any(self.directory.iterdir()):
+        if manifest is None and any(not TEMPORARY_PATTERN.match(path.name) for path in self.directory.iterdir()):
             raise RecordsError(
                 f"output directory {self.directory} is not empty and holds no {MANIFEST}; pass a new or empty "
                 "directory (nothing was written)."
@@ -155,7 +159,8 @@ class ShardedOutput:
             else:
                 self.complete = self.verified_entries(manifest)
         self.remove_temporary_files()
-        self.write_manifest(finished=False)
+        if announce:
+            self.write_manifest(finished=False)
         return self.complete
 
     def read_manifest(self) -> dict | None:
@@ -243,10 +248,14 @@ class ShardedOutput:
         self.pending.clear()
 
     def discard_pending(self) -> None:
+        """Remove the shards that were never renamed (and the directory, if `open` made it and it is empty)."""
         for temporary, _ in self.pending:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temporary)
         self.pending.clear()
+        if self.created:
+            with contextlib.suppress(OSError):
+                self.directory.rmdir()
 
     def record(self, entry: dict) -> None:
         """Journal a renamed shard (any process may: the driver rewrites the manifest from these)."""

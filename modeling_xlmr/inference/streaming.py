@@ -155,7 +155,7 @@ def extract_to_directory(
 
 def _extract_stream(predictor, source, directory, settings, shard_size, block_rows, overwrite, progress) -> dict:
     output = ShardedOutput(directory, settings, None, shard_size)
-    output.open(overwrite)
+    output.open(overwrite, announce=False)
     rows, total = source.rows(), 0
     try:
         with Progress(None, progress) as bar:

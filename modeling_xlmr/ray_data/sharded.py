@@ -17,93 +17,13 @@ machine, or a shared filesystem).
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 
-import numpy as np
-
 from ..common.dependencies import require
-from ..inference.shards import ShardedOutput, id_column
-from ..inference.sources import InputPlan, Start, TextInput
+from ..inference.shards import ShardedOutput
+from ..inference.sources import TextInput
 from ..inference.streaming import LABELS_KEY, manifest_metadata, task_settings
 from .actors import map_dataset
-
-ROW = "__row"
-
-
-def _read_shard(source: TextInput, start: Start, count: int, id_type: str):
-    import itertools
-
-    import pyarrow as pa
-
-    source.id_type = id_type
-    rows = list(itertools.islice(source.rows(start), count))
-    return [
-        pa.table(
-            {
-                ROW: pa.array(range(start.row, start.row + len(rows)), type=pa.int64()),
-                "id": id_column([row.id for row in rows], id_type),
-                "text": pa.array([row.text for row in rows], type=pa.string()),
-            }
-        )
-    ]
-
-
-def _shard_datasource(source: TextInput, plan: InputPlan, shards: list[int]):
-    from ray.data.block import BlockMetadata
-    from ray.data.datasource import Datasource, ReadTask
-
-    class ShardReader(Datasource):
-        """One read task per shard still to do."""
-
-        def estimate_inmemory_data_size(self):
-            return None
-
-        def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
-            tasks = []
-            for index in shards:
-                count = plan.shard_rows(index)
-                metadata = BlockMetadata(num_rows=count, size_bytes=None, exec_stats=None, input_files=None)
-                read = functools.partial(_read_shard, source, plan.starts[index], count, plan.id_type)
-                tasks.append(ReadTask(read, metadata))
-            return tasks
-
-    return ShardReader()
-
-
-def _shard_datasink(output: ShardedOutput, plan: InputPlan):
-    from ray.data.block import BlockAccessor
-    from ray.data.datasource import Datasink
-
-    class ShardWriterSink(Datasink):
-        """Each write task writes the shards whose rows it was handed (whole shards only)."""
-
-        def write(self, blocks, ctx):
-            import pyarrow as pa
-            import pyarrow.compute as pc
-
-            tables = [BlockAccessor.for_block(block).to_arrow() for block in blocks]
-            tables = [table for table in tables if table.num_rows]
-            if not tables:
-                return []
-            table = pa.concat_tables(tables)
-            shard_of_row = table.column(ROW).to_numpy() // plan.shard_size
-            entries = []
-            for index in np.unique(shard_of_row).tolist():
-                part = table.filter(pa.array(shard_of_row == index)).sort_by(ROW)
-                expected = plan.shard_rows(index)
-                first = index * plan.shard_size
-                if part.num_rows != expected or pc.min(part.column(ROW)).as_py() != first:
-                    raise RuntimeError(
-                        f"shard {index} reached a write task with {part.num_rows} of its {expected} rows; Ray split "
-                        "its block (raise DataContext.target_max_block_size or lower --shard-size)."
-                    )
-                with output.shard(index, first) as writer:
-                    writer.write(part.drop_columns([ROW]))
-                entries.append(output.complete[index])
-            return entries
-
-    return ShardWriterSink()
 
 
 def extract_with_ray(
@@ -129,17 +49,23 @@ def extract_with_ray(
         raise ValueError("--engine ray re-reads its input in parallel: save standard input to a file and pass that.")
     plan = source.scan(shard_size)
     options = {key: value for key, value in predictor.items() if key != "task"}
-    output = ShardedOutput(directory, {**settings, **task_settings(predictor["task"], **options)}, plan.identity(), shard_size)
+    output = ShardedOutput(
+        directory, {**settings, **task_settings(predictor["task"], **options)}, plan.identity(), shard_size
+    )
     complete = output.open(overwrite)
     todo = [index for index in range(plan.num_shards) if index not in complete]
     if todo:
         if not ray.is_initialized():
             ray.init(address=address, include_dashboard=False, log_to_driver=progress)
         with _data_context(progress):
-            dataset = ray.data.read_datasource(_shard_datasource(source, plan, todo))
+            # Reading and writing a shard is light next to the model: those tasks take no CPU from the actors.
+            from .io import ShardReader, ShardWriterSink
+
+            reader = ShardReader(source, plan, todo)
+            dataset = ray.data.read_datasource(reader, num_cpus=0, override_num_blocks=len(todo))
             dataset = map_dataset(dataset, {**predictor, "drop_columns": ["text"]}, concurrency, num_cpus, num_gpus)
             try:
-                dataset.write_datasink(_shard_datasink(output, plan))
+                dataset.write_datasink(ShardWriterSink(output, plan), ray_remote_args={"num_cpus": 0})
             except Exception as error:
                 raise user_error(error) from error
     output.refresh()
@@ -168,12 +94,15 @@ def _data_context(progress: bool):
     from ray.data import DataContext
 
     context = DataContext.get_current()
-    saved = context.target_max_block_size, context.enable_progress_bars
-    context.target_max_block_size, context.enable_progress_bars = None, progress
+    wanted = {"target_max_block_size": None, "read_op_min_num_blocks": 1, "enable_progress_bars": progress}
+    saved = {name: getattr(context, name) for name in wanted}
+    for name, value in wanted.items():
+        setattr(context, name, value)
     try:
         yield context
     finally:
-        context.target_max_block_size, context.enable_progress_bars = saved
+        for name, value in saved.items():
+            setattr(context, name, value)
 
 
 def user_error(error: BaseException) -> BaseException:
