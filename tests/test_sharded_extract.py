@@ -227,6 +227,7 @@ def test_a_rerun_redoes_only_missing_or_damaged_shards_and_refuses_other_setting
     assert os.listdir(foreign) == ["data.parquet"]
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_leaves_only_whole_shards_and_the_rerun_equals_an_uninterrupted_run(repo, xlmr, tmp_path):
     texts = [f"{TEXTS[index % len(TEXTS)]} {index}" for index in range(600)]
     source = tmp_path / "corpus.txt"
