@@ -302,3 +302,12 @@ def test_engine_ray_without_ray_is_one_line_naming_the_install_command(repo, tmp
         + "optional package 'ray': pip install 'xlmr[ray]' (from a source checkout: pip install -e '.[ray]')."
     ]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_text_over_the_limit_is_named_by_its_line_and_its_shard_is_not_written(xlmr, tmp_path):
+    source = tmp_path / "long.txt"
+    source.write_text("short\n" * 7 + "word " * 600 + "\n" + "short\n" * 4, encoding="utf-8")
+    with pytest.raises(ValueError, match=r"long.txt line 8: the text has \d+ tokens .*--long-text truncate"):
+        run_library(xlmr, source, tmp_path / "out", 5)
+    assert sorted(os.listdir(tmp_path / "out")) == ["_manifest.json", "_shards", "part-000000.parquet"]
+    assert run_library(xlmr, source, tmp_path / "truncated", 5, long_text="truncate")["rows"] == 12

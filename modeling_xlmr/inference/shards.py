@@ -37,6 +37,7 @@ FORMAT_NAME = "xlmr-shards/1"
 SHARD_PATTERN = re.compile(r"^part-(\d{6,})\.parquet$")
 TEMPORARY_PATTERN = re.compile(r"^\.part-\d{6,}\.parquet\.[^/]*\.tmp$")
 VECTOR_DTYPES = ("float32", "float16")
+ROW_COLUMN = "__row"  # the input row number a parallel pipeline carries to the shard writer (never written)
 
 
 class OutputMismatchError(RecordsError):
@@ -325,6 +326,7 @@ class ShardWriter:
 __all__ = [
     "JOURNAL",
     "MANIFEST",
+    "ROW_COLUMN",
     "VECTOR_DTYPES",
     "OutputMismatchError",
     "ShardWriter",

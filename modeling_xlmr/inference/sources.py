@@ -73,6 +73,8 @@ class Start:
 class Row:
     id: int | str
     text: str
+    path: str = ""  # where it came from, for error messages: file and 1-based line (parquet: row)
+    line: int = 0
 
 
 @dataclass
@@ -159,7 +161,7 @@ class TextInput:
             end = begin = start.cursor if index == start.file_index else Cursor()
             for end, explicit_id, text in read_file(file, begin, self.text_field, self.id_field):
                 if text is not None:
-                    yield Row(self._id(explicit_id, base + end.position - 1, file.path, end), text)
+                    yield Row(self._id(explicit_id, base + end.position - 1, file.path, end), text, file.path, end.line)
             base += end.position  # the file's last cursor counts every position in it
 
     def scan(self, shard_size: int) -> InputPlan:

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from . import batching
 from .engine import InferenceEngine
+from .records import RecordsError
 from .shards import ShardedOutput, classification_columns, embedding_columns, id_column
 from .sources import InputPlan, Row, TextInput
 
@@ -195,7 +196,12 @@ def _write_blocks(predictor, rows: Iterable[Row], source: TextInput, block_rows:
 
     wrote = False
     for block in blocks(rows, block_rows):
-        columns = predictor.columns([row.text for row in block], on_tokens=bar.add_tokens)
+        try:
+            columns = predictor.columns([row.text for row in block], on_tokens=bar.add_tokens)
+        except batching.TextTooLongError as error:  # name the line, not the text's place in its block
+            row = block[error.text_index]
+            where = f"{'standard input' if row.path == '-' else row.path} line {row.line}: the text"
+            raise RecordsError(str(error).replace(f"text {error.text_index} has", f"{where} has", 1)) from None
         ids = id_column([row.id for row in block], source.id_type or "position")
         writer.write(pa.table({"id": ids, **columns}, metadata=predictor.metadata()))
         bar.add_texts(len(block))

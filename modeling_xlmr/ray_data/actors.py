@@ -17,6 +17,7 @@ from ..hub.heads import default_head, label_names
 from ..hub.loading import load_repo
 from ..inference import batching
 from ..inference.engine import InferenceEngine
+from ..inference.shards import ROW_COLUMN
 from ..inference.streaming import Classifier, Embedder
 
 
@@ -70,7 +71,12 @@ class XLMRPredictor:
         texts = batch.column(self.text_column).to_pylist()
         if not all(isinstance(text, str) for text in texts):
             raise ValueError(f"column {self.text_column!r} holds a null or a non-text value; fill or drop those rows.")
-        columns, metadata = self.predictor.columns(texts), self.predictor.metadata()
+        try:
+            columns, metadata = self.predictor.columns(texts), self.predictor.metadata()
+        except batching.TextTooLongError as error:  # number it as in the whole input when the rows say where
+            if ROW_COLUMN not in batch.column_names:
+                raise
+            raise error.shifted(batch.column(ROW_COLUMN)[0].as_py()) from None
         output = batch.drop_columns(
             [name for name in batch.column_names if name in columns or name in self.drop_columns]
         )

@@ -12,10 +12,10 @@ import numpy as np
 from ray.data.block import BlockAccessor, BlockMetadata
 from ray.data.datasource import Datasink, Datasource, ReadTask
 
-from ..inference.shards import ShardedOutput, id_column
+from ..inference.shards import ROW_COLUMN, ShardedOutput, id_column
 from ..inference.sources import InputPlan, Start, TextInput
 
-ROW = "__row"
+ROW = ROW_COLUMN
 
 
 def read_shard(source: TextInput, start: Start, count: int, id_type: str) -> list:
