@@ -286,6 +286,15 @@ def test_bad_input_is_one_line_naming_file_and_line_and_nothing_is_written(case,
     assert set(os.listdir(tmp_path)) == before  # no directory, no shard, no temporary file
 
 
+def test_bad_input_under_engine_ray_fails_the_same_way_before_ray_starts(repo, tmp_path, capsys):
+    name, content, message = BAD_INPUTS["not JSON"]
+    (tmp_path / name).write_bytes(content)
+    assert extract(repo, tmp_path / name, tmp_path / "out", "--engine", "ray") == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and message in error[0], error
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_stdin_after_full_shards_names_nothing(xlmr, tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"ok\n" * 25 + b"b\xffd\n")))
     with pytest.raises(ValueError, match="line 26 is not UTF-8"):

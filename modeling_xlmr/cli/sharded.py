@@ -34,7 +34,10 @@ def add_options(parser: argparse.ArgumentParser, command: str) -> None:
     )
     group.add_argument("--overwrite", action="store_true", help="start over an output written with other settings")
     group.add_argument("--engine", choices=ENGINES, default="local", help="local: this process; ray: Ray Data")
-    group.add_argument("--address", help="Ray cluster address (auto: the one `ray start` began); default: local Ray")
+    group.add_argument(
+        "--address",
+        help="Ray cluster: auto (the one `ray start` began), HOST:PORT, or local (default: a Ray of this machine)",
+    )
     group.add_argument("--num-actors", type=int, default=1, help="Ray actors, each holding a model (default: 1)")
     group.add_argument("--cpus-per-actor", type=float, default=1, help="CPUs per Ray actor (its torch threads)")
     group.add_argument("--gpus-per-actor", type=float, default=0, help="GPUs per Ray actor")
@@ -111,7 +114,8 @@ def _run_ray(args: argparse.Namespace, source: sources.TextInput) -> int:
     summary = extract_with_ray(
         predictor, source, args.output, model_settings(args, _saved_dtype(args)), args.shard_size,
         concurrency=args.num_actors, num_cpus=args.cpus_per_actor, num_gpus=args.gpus_per_actor,
-        address=args.address, overwrite=args.overwrite, progress=not args.no_progress,
+        address=None if args.address in (None, "local") else args.address, overwrite=args.overwrite,
+        progress=not args.no_progress,
     )  # fmt: skip
     _report(args, summary)
     return 0
