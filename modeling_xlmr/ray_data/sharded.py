@@ -55,8 +55,9 @@ def extract_with_ray(
     complete = output.open(overwrite)
     todo = [index for index in range(plan.num_shards) if index not in complete]
     if todo:
-        if not ray.is_initialized():
-            ray.init(address=address, include_dashboard=False, log_to_driver=progress)
+        if not ray.is_initialized():  # a Ray started by the caller (or by a test) is used as it is
+            local = {"include_dashboard": False} if address is None else {}
+            ray.init(address=address, log_to_driver=progress, **local)
         with _data_context(progress):
             # Reading and writing a shard is light next to the model: those tasks take no CPU from the actors.
             from .io import ShardReader, ShardWriterSink
