@@ -46,8 +46,7 @@ def read_records(path: str, fmt: str, field: str = "text", id_field: str | None 
     """One text per line (`txt`; empty lines are empty texts), or one JSON object per line (`jsonl`;
     blank lines skipped). `-` reads standard input. Lines end at "\n" (or "\r\n") only."""
     try:
-        raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
-        content = raw.decode("utf-8")
+        content = _read_stdin() if path == "-" else Path(path).read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError) as error:
         reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
         raise RecordsError(f"cannot read input {path}: {reason}; pass a readable UTF-8 .txt or .jsonl file, or -.")
@@ -55,6 +54,12 @@ def read_records(path: str, fmt: str, field: str = "text", id_field: str | None 
     if fmt == "txt":
         return Records(texts=lines)
     return _jsonl_records(path, lines, field, id_field)
+
+
+def _read_stdin() -> str:
+    # The bytes, not the text layer, so that no newline translation turns a lone "\r" into a line break.
+    stream = getattr(sys.stdin, "buffer", None)
+    return stream.read().decode("utf-8") if stream is not None else sys.stdin.read()
 
 
 def split_lines(content: str) -> list[str]:

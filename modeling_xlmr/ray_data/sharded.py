@@ -113,6 +113,11 @@ def user_error(error: BaseException) -> BaseException:
         seen.add(id(current))
         if isinstance(current, (ValueError, OSError)) and type(current).__module__.split(".")[0] != "ray":
             return current
+        if isinstance(current, ModuleNotFoundError) and (current.name or "").startswith("modeling_xlmr"):
+            return OSError(
+                f"Ray's workers cannot import {current.name}: install this version of xlmr on every node "
+                "(and start `ray start` where it is importable)."
+            )
         current = getattr(current, "cause", None) or current.__cause__
     return error
 
