@@ -14,13 +14,14 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pytest
 import ray
+import torch
 
-from modeling_xlmr import XLMRForSequenceClassification, XLMRHubInterface
+from modeling_xlmr import XLMRConfig, XLMRForSequenceClassification, XLMRHubInterface
 from modeling_xlmr.cli import main
 from modeling_xlmr.inference.sources import TextInput
 from modeling_xlmr.inference.streaming import Embedder, extract_to_directory
 from modeling_xlmr.ray_data import actors, embed_dataset
-from tests.support.models import TEXTS, build_tiny_repo, fast_stock_tokenizer
+from tests.support.models import TEXTS, tiny_config_kwargs, word_level_tokenizer
 
 LABELS = {0: "negative", 1: "neutral", 2: "positive"}
 CORPUS = [f"{TEXTS[index % len(TEXTS)]} {index}" for index in range(240)]
@@ -34,12 +35,18 @@ def local_ray():
 
 
 @pytest.fixture(scope="module")
-def repo(real_tokenizer_json, tmp_path_factory):
-    """A classifier repo: its encoder embeds, its head classifies."""
-    return build_tiny_repo(
-        tmp_path_factory.mktemp("ray_repo"), fast_stock_tokenizer(real_tokenizer_json), XLMRForSequenceClassification,
-        seed=3, num_labels=3, id2label=LABELS, label2id={name: index for index, name in LABELS.items()},
-    )  # fmt: skip
+def repo(tmp_path_factory):
+    """A tiny classifier repo (its encoder embeds, its head classifies) on a word-level vocabulary: every Ray
+    actor loads it in its own process, where the real 250,002-piece tokenizer would take seconds each time."""
+    tokenizer = word_level_tokenizer(CORPUS)
+    directory = tmp_path_factory.mktemp("ray_repo")
+    torch.manual_seed(3)
+    config = tiny_config_kwargs(vocab_size=len(tokenizer), num_labels=3, id2label=LABELS)
+    XLMRForSequenceClassification(
+        XLMRConfig(**config, label2id={name: index for index, name in LABELS.items()})
+    ).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
 
 
 @pytest.fixture(scope="module")
