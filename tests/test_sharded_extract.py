@@ -28,7 +28,7 @@ from modeling_xlmr.cli import main
 from modeling_xlmr.inference.shards import OutputMismatchError
 from modeling_xlmr.inference.sources import TextInput
 from modeling_xlmr.inference.streaming import Embedder, extract_to_directory
-from tests.support.models import TEXTS, build_tiny_repo, fast_stock_tokenizer
+from tests.support.models import TEXTS, build_tiny_repo, word_level_tokenizer
 from tests.support.processes import REPO_ROOT
 
 LABELS = {0: "negative", 1: "neutral", 2: "positive"}
@@ -36,8 +36,10 @@ CORPUS = [f"{text} {index}" if index % 4 else text for index, text in enumerate(
 
 
 @pytest.fixture(scope="module")
-def repo(real_tokenizer_json, tmp_path_factory):
-    return build_tiny_repo(tmp_path_factory.mktemp("sharded_repo"), fast_stock_tokenizer(real_tokenizer_json))
+def repo(tmp_path_factory):
+    """A tiny model on a word-level vocabulary: the command-line runs here load it afresh each time (the real
+    vocabulary's tokenizer takes seconds to load; what is tested here is the streaming, not the tokenizer)."""
+    return build_tiny_repo(tmp_path_factory.mktemp("sharded_repo"), word_level_tokenizer(TEXTS))
 
 
 @pytest.fixture(scope="module")
