@@ -5,7 +5,6 @@ compile. Every case is compared with the padded path (or stock transformers) on 
 from __future__ import annotations
 
 import copy
-import tempfile
 
 import pytest
 import torch

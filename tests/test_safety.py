@@ -16,13 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-from conversion import convert_fairseq_checkpoint
 from conversion.synthetic import pack_fairseq_archive
 from conversion.verification import VerificationReport, max_abs_difference
 from modeling_xlmr import XLMRForSequenceClassification, XLMRHubInterface
 from modeling_xlmr.configuration_xlmr import remote_code_files
 from tests.support.cli import assert_nothing_written, assert_one_line_error, run_xlmr
-from tests.support.models import build_tiny_repo, fast_stock_tokenizer
+from tests.support.models import build_tiny_repo
 from tests.support.processes import REPO_ROOT
 
 LABELS = {0: "entailment", 1: "neutral", 2: "contradiction"}

@@ -20,8 +20,9 @@ import sys
 import numpy as np
 
 from ..common.dtypes import parse_dtype
-from ..inference import batching, records
+from ..inference import batching, records, sources
 from ..inference.engine import CLASSIFY_LONG_TEXT
+from . import sharded
 
 
 def add_subcommands(subparsers) -> None:
@@ -30,7 +31,9 @@ def add_subcommands(subparsers) -> None:
         help="one embedding per input text (.npy, .safetensors or .jsonl)",
         description="Embed every text of --input with an XLM-R model and write one vector per text, in input order.",
     )
-    _add_common_options(extract, output_help="output file: .npy, .safetensors (key 'embeddings') or .jsonl")
+    _add_common_options(
+        extract, output_help="output: .npy, .safetensors (key 'embeddings'), .jsonl, or a directory/ of parquet shards"
+    )
     extract.add_argument(
         "--pooling",
         choices=batching.POOLINGS,
@@ -49,6 +52,7 @@ def add_subcommands(subparsers) -> None:
         default="error",
         help="texts over 512 tokens: fail, keep the first 510 tokens, or pool overlapping windows",
     )
+    sharded.add_options(extract, "extract")
     extract.set_defaults(func=run_extract)
 
     classify = subparsers.add_parser(
@@ -56,19 +60,24 @@ def add_subcommands(subparsers) -> None:
         help="label every input text with a sequence-classification model (.jsonl)",
         description="Classify every text of --input; writes {label, score, probabilities} per line, in input order.",
     )
-    _add_common_options(classify, output_help="output .jsonl file")
+    _add_common_options(classify, output_help="output: a .jsonl file, or a directory/ of parquet shards")
     classify.add_argument("--head", help="classification head name (default: the model's own classifier)")
     classify.add_argument("--long-text", choices=CLASSIFY_LONG_TEXT, default="error", help="texts over 512 tokens")
+    sharded.add_options(classify, "classify")
     classify.set_defaults(func=run_classify)
 
 
 def _add_common_options(parser: argparse.ArgumentParser, output_help: str) -> None:
     parser.add_argument("--model", required=True, help="converted or stock XLM-R repo: local directory or Hub id")
-    parser.add_argument("--input", required=True, help="texts: .txt (one per line), .jsonl, or - for stdin")
+    parser.add_argument(
+        "--input",
+        required=True,
+        help="texts: .txt (one per line), .jsonl, .csv, .tsv, .parquet, a glob or directory of them, or - (stdin)",
+    )
     parser.add_argument("--output", required=True, help=output_help)
-    parser.add_argument("--input-format", choices=records.INPUT_FORMATS, help="default: from the input's suffix")
-    parser.add_argument("--field", default="text", help="text field of .jsonl records (default: text)")
-    parser.add_argument("--id-field", default="id", help="id field of .jsonl records copied to .jsonl outputs")
+    parser.add_argument("--input-format", choices=sources.FORMATS, help="default: from the input's suffix")
+    parser.add_argument("--field", default="text", help="text field or column (default: text)")
+    parser.add_argument("--id-field", default="id", help="id field or column copied to the output (default: id)")
     parser.add_argument("--revision", help="Hub revision (branch, tag or commit)")
     parser.add_argument(
         "--trust-remote-code",
@@ -90,20 +99,17 @@ def _add_common_options(parser: argparse.ArgumentParser, output_help: str) -> No
 
 
 def run_extract(args: argparse.Namespace) -> int:
+    if sharded.wanted(args):
+        return sharded.run(args, _load_for, _head)
     suffix = records.check_output(args.output, records.EMBEDDING_OUTPUTS)
     inputs, state, repo = _prepare(args)
     engine = _engine(repo)
-
-    settings = repo.sentence_settings
-    prompt = settings.prompt(args.prompt, args.prompt_name)
+    options = embedding_options(args, repo.sentence_settings)
 
     def embed(texts: list[str]) -> np.ndarray:
         return engine.embed(
             texts,
-            pooling=settings.pooling if args.pooling is None else args.pooling,
-            normalize=settings.normalize if args.normalize is None else args.normalize,
-            prompt=prompt,
-            max_length=settings.max_length,
+            **options,
             max_tokens_per_batch=args.max_tokens_per_batch,
             long_text=args.long_text,
             progress=_show_progress(args, state),
@@ -117,6 +123,8 @@ def run_extract(args: argparse.Namespace) -> int:
 
 
 def run_classify(args: argparse.Namespace) -> int:
+    if sharded.wanted(args):
+        return sharded.run(args, _load_for, _head)
     records.check_output(args.output, (".jsonl",))
     inputs, state, repo = _prepare(args)
     engine = _engine(repo)
@@ -171,17 +179,31 @@ def _run_in_slices(args: argparse.Namespace, state, texts: list[str], compute) -
 
 def _prepare(args: argparse.Namespace):
     """Check every option and read the input before paying for the model."""
-    dtype = parse_dtype(args.dtype)
+    parse_dtype(args.dtype)  # an unknown name fails before the input is read
     if args.max_tokens_per_batch < 1:
         raise ValueError(f"--max-tokens-per-batch must be positive, got {args.max_tokens_per_batch}.")
     inputs = records.read_records(
         args.input, records.input_format(args.input, args.input_format), args.field, args.id_field
     )
+    return (inputs, *_load_for(args))
 
+
+def _load_for(args: argparse.Namespace):
+    """(this process's Accelerate state, the repo as --model/--revision/--dtype/--device say)."""
     _check_device(args.device)
     state = _process_state(args.device)
     device_map = args.device or state.device
-    return inputs, state, _load(args.model, device_map, dtype, args.revision, args.trust_remote_code)
+    return state, _load(args.model, device_map, parse_dtype(args.dtype), args.revision, args.trust_remote_code)
+
+
+def embedding_options(args: argparse.Namespace, settings) -> dict:
+    """Pooling, normalisation, prompt and length limit: the options given, else the repo's sentence settings."""
+    return {
+        "pooling": settings.pooling if args.pooling is None else args.pooling,
+        "normalize": settings.normalize if args.normalize is None else args.normalize,
+        "prompt": settings.prompt(args.prompt, args.prompt_name),
+        "max_length": settings.max_length,
+    }
 
 
 def _check_device(device: str | None) -> None:
@@ -219,7 +241,7 @@ def _process_state(device: str | None):
     return PartialState(cpu=cpu)
 
 
-def _load(model: str, device_map, dtype, revision: str | None, trust_remote_code: bool):
+def _load(model: str, device_map, dtype, revision: str | None, trust_remote_code: bool = False):
     from transformers.utils import logging
 
     from ..hub.loading import load_repo

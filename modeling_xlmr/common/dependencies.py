@@ -11,6 +11,7 @@ OPTIONAL = {
     "onnx": ("ONNX export (xlmr export-onnx)", "onnx"),
     "onnxscript": ("ONNX export (xlmr export-onnx)", "onnx"),
     "onnxruntime": ("ONNX export (xlmr export-onnx)", "onnx"),
+    "ray": ("Ray Data inference (xlmr extract --engine ray, modeling_xlmr.ray_data)", "ray"),
 }
 
 
