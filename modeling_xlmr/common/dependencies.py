@@ -8,6 +8,8 @@ from types import ModuleType
 # import name -> (what needs it, the extra that installs it)
 OPTIONAL = {
     "datasets": ("fine-tuning and evaluation (xlmr finetune / xlmr evaluate)", "finetune"),
+    "seqeval": ("NER scores (xlmr finetune / xlmr evaluate --task ner)", "ner"),
+    "peft": ("LoRA fine-tuning (xlmr finetune --lora)", "lora"),
 }
 
 

@@ -13,16 +13,17 @@ average is the unweighted mean over languages, as in the paper's "avg" column.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard
 
 from model_cards import NLI_TASK, nli_accuracy_result
 
 from ..common.files import write_text_atomically
+from ..training.cards import update_card_results
+from ..training.results import infer_setting
 from .data import ordered_languages
 
 CARD_TABLE_START = "<!-- xlmr-nli-results:start -->"
@@ -116,18 +117,6 @@ class AccuracyTable:
         )
 
 
-def infer_setting(train_languages: Sequence[str], eval_languages: Sequence[str]) -> str | None:
-    """Name the paper's setting a run is in, from which languages it trained and tested on."""
-    train, test = set(train_languages), set(eval_languages)
-    if len(test) < 2:
-        return None
-    if len(train) == 1 and train < test:
-        return "cross-lingual transfer"
-    if test <= train:
-        return "translate-train-all"
-    return None
-
-
 def write_results(table: AccuracyTable, json_path: str | None, markdown_path: str | None = None) -> None:
     if json_path:
         write_text_atomically(json_path, json.dumps(table.to_dict(), indent=2, ensure_ascii=False) + "\n")
@@ -154,17 +143,6 @@ def eval_results_for_card(
     return results
 
 
-def _result_key(result: EvalResult) -> tuple:
-    return (
-        result.task_type,
-        result.dataset_type,
-        result.dataset_config,
-        result.dataset_split,
-        result.metric_type,
-        result.metric_name,
-    )
-
-
 def update_model_card(
     card_path: str,
     table: AccuracyTable,
@@ -176,31 +154,11 @@ def update_model_card(
 
     Results for other datasets, splits or metrics are kept; a missing card is created minimal.
     """
-    if os.path.isfile(card_path):
-        card = ModelCard.load(card_path)
-    else:
-        data = ModelCardData(library_name="transformers", pipeline_tag=NLI_TASK["task_type"])
-        card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n# {table.model}\n")
-    new_results = eval_results_for_card(table, dataset_type, dataset_name, dataset_split)
-    replaced = {_result_key(result) for result in new_results}
-    kept = [result for result in (card.data.eval_results or []) if _result_key(result) not in replaced]
-    card.data.eval_results = kept + new_results
-    card.data.model_name = card.data.model_name or table.model
-    card.text = _with_results_section(card.text, table, dataset_name, dataset_split)
-    write_text_atomically(card_path, str(card))
-    return card
-
-
-def _with_results_section(text: str, table: AccuracyTable, dataset_name: str, split: str | None) -> str:
-    where = f"{dataset_name} {split}" if split else dataset_name
-    section = (
-        f"{CARD_TABLE_START}\n## Results\n\nAccuracy (%) on {where}, per language and averaged:\n\n"
-        f"{table.to_markdown()}\n{CARD_TABLE_END}"
-    )
-    start, end = text.find(CARD_TABLE_START), text.find(CARD_TABLE_END)
-    if start != -1 and end > start:
-        return text[:start] + section + text[end + len(CARD_TABLE_END) :]
-    return text.rstrip("\n") + "\n\n" + section + "\n"
+    where = f"{dataset_name} {dataset_split}" if dataset_split else dataset_name
+    section = f"## Results\n\nAccuracy (%) on {where}, per language and averaged:\n\n{table.to_markdown()}"
+    results = eval_results_for_card(table, dataset_type, dataset_name, dataset_split)
+    markers = (CARD_TABLE_START, CARD_TABLE_END)
+    return update_card_results(card_path, results, section, markers, NLI_TASK["task_type"], table.model)
 
 
 __all__ = [
