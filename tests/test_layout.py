@@ -27,8 +27,8 @@ ALLOWED = {
     "modeling_xlmr.training": {"modeling_xlmr (root)", "modeling_xlmr.common"},
     "modeling_xlmr.nli": {"modeling_xlmr (root)", "modeling_xlmr.common", "modeling_xlmr.training", "model_cards"},
     "modeling_xlmr.ner": {
-        "modeling_xlmr (root)", "modeling_xlmr.common", "modeling_xlmr.inference", "modeling_xlmr.training",
-        "model_cards",
+        "modeling_xlmr (root)", "modeling_xlmr.common", "modeling_xlmr.inference", "modeling_xlmr.hub",
+        "modeling_xlmr.training", "model_cards",
     },
     "model_cards": set(),
     "conversion": {"modeling_xlmr (root)", "modeling_xlmr.common", "modeling_xlmr.hub", "model_cards"},
