@@ -10,15 +10,20 @@ differences cannot be expressed with `tokenizers` components:
 
 It is also about ten times slower per text than sentencepiece's C++ encoder. So ids come from sentencepiece (plus
 the fairseq dictionary mapping and the added tokens such as "<mask>"), and the padded/truncated id rows that
-transformers reads are built from them directly. Everything else a `tokenizers.Encoding` offers (offsets, word ids,
-tokens, overflowing windows...) is computed by the `tokenizers` pipeline only when asked for, checked against
-sentencepiece's ids, and rebuilt from sentencepiece's pieces for the rare text where the two disagree.
+transformers reads are built from them directly, for texts and for pre-split words (`is_split_into_words`, each
+word encoded on its own as `tokenizers` does). Offsets, word ids, sequence ids, tokens and the special-tokens mask
+come from sentencepiece's pieces too (`sentencepiece_spans`) wherever its normalization maps the text character
+for character, which is exactly where their spans are what `tokenizers` would report. Everything else (those
+attributes for the other texts, overflowing windows, `char_to_token`...) is computed by the `tokenizers` pipeline
+only when asked for, checked against sentencepiece's ids, and rebuilt from sentencepiece's pieces for the rare
+text where the two disagree.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import re
 import threading
 from collections.abc import Callable
@@ -32,6 +37,7 @@ from .sentencepiece_conversion import (
     FAIRSEQ_UNK_ID,
     renumbered_in_fairseq_order,
 )
+from .sentencepiece_spans import NativeRow, PieceSpans
 
 # Rust's `char::is_whitespace` (Unicode White_Space), which `tokenizers` uses for an added token's lstrip/rstrip.
 _WHITESPACE = "[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*"
@@ -71,8 +77,12 @@ class SentencePieceReference:
 
     @functools.cached_property
     def normalizer(self) -> sentencepiece.SentencePieceNormalizer:
-        # only needed for the offsets of a text the pipeline gets wrong, which is rare
+        # needed for the offsets of a text the pipeline gets wrong (rare), and once for `piece_spans`' table
         return sentencepiece.SentencePieceNormalizer(model_proto=self.serialized_model)
+
+    @functools.cached_property
+    def piece_spans(self) -> PieceSpans:
+        return PieceSpans(self.fairseq_vocab, self.normalizer)
 
     def ids(self, texts: list[str]) -> list[list[int]]:
         if self.direct:
@@ -97,12 +107,24 @@ class SentencePieceReference:
 class SentencePieceEncoding:
     """One row of a batch, standing in for a `tokenizers.Encoding`.
 
-    `ids`, `attention_mask` and `type_ids` (all transformers reads by default) are built from sentencepiece's ids.
-    Any other attribute (`offsets`, `word_ids`, `tokens`, `special_tokens_mask`, `overflowing`, `char_to_token`...)
-    comes from the full `tokenizers.Encoding`, made by `build` on first use, with the same ids (checked).
+    `ids`, `attention_mask` and `type_ids` (all transformers reads by default) are built from sentencepiece's ids;
+    `offsets`, `word_ids`, `sequence_ids`, `tokens` and `special_tokens_mask` from its pieces when `native` can
+    (`sentencepiece_spans`). Any other attribute (`overflowing` of a cut row, `char_to_token`...) and those for a
+    text `native` cannot handle come from the full `tokenizers.Encoding`, made by `build` on first use, with the
+    same ids (checked).
     """
 
-    __slots__ = ("_build", "_encoding", "_pad_type_id", "_spans", "attention_mask", "ids", "n_sequences")
+    __slots__ = (
+        "_build",
+        "_encoding",
+        "_native",
+        "_native_build",
+        "_pad_type_id",
+        "_spans",
+        "attention_mask",
+        "ids",
+        "n_sequences",
+    )
 
     def __init__(
         self,
@@ -114,6 +136,7 @@ class SentencePieceEncoding:
     ):
         self.ids, self.attention_mask, self.n_sequences = ids, attention_mask, n_sequences
         self._pad_type_id, self._build, self._encoding, self._spans = pad_type_id, build, None, None
+        self._native, self._native_build = None, None
 
     @classmethod
     def wrap(cls, encoding: Encoding, spans: tuple | None) -> SentencePieceEncoding:
@@ -123,8 +146,17 @@ class SentencePieceEncoding:
         return row
 
     @classmethod
-    def padded(cls, ids: list[int], n_sequences: int, padding: dict | None, length: int | None, build: Callable):
-        """A row of `ids` padded to `length` as `padding` says (tokenizers' rules), built by `build` when needed."""
+    def padded(
+        cls,
+        ids: list[int],
+        n_sequences: int,
+        padding: dict | None,
+        length: int | None,
+        build: Callable,
+        native: Callable | None = None,
+    ):
+        """A row of `ids` padded to `length` as `padding` says (tokenizers' rules), built by `build` when needed;
+        `native()` gives its per-token attributes from sentencepiece's pieces, or None where it cannot."""
         attention_mask, pad_type_id = [1] * len(ids), 0
         if length is not None and length > len(ids):
             missing, pad_type_id = length - len(ids), padding["pad_type_id"]
@@ -132,7 +164,39 @@ class SentencePieceEncoding:
                 ids, attention_mask = [padding["pad_id"]] * missing + ids, [0] * missing + attention_mask
             else:
                 ids, attention_mask = ids + [padding["pad_id"]] * missing, attention_mask + [0] * missing
-        return cls(ids, attention_mask, n_sequences, pad_type_id, build)
+        row = cls(ids, attention_mask, n_sequences, pad_type_id, build)
+        row._native_build = native
+        return row
+
+    def _native_row(self) -> NativeRow | None:
+        """The attributes built from sentencepiece's pieces (made on first use), None where `tokenizers` answers."""
+        if self._encoding is not None:
+            return None
+        if self._native_build is not None:
+            self._native, self._native_build = self._native_build() or False, None
+        return self._native or None
+
+    @property
+    def word_ids(self) -> list[int | None]:
+        native = self._native_row()
+        return native.word_ids if native is not None else self.encoding.word_ids
+
+    words = word_ids  # `tokenizers`' older name
+
+    @property
+    def sequence_ids(self) -> list[int | None]:
+        native = self._native_row()
+        return native.sequence_ids if native is not None else self.encoding.sequence_ids
+
+    @property
+    def tokens(self) -> list[str]:
+        native = self._native_row()
+        return native.tokens if native is not None else self.encoding.tokens
+
+    @property
+    def special_tokens_mask(self) -> list[int]:
+        native = self._native_row()
+        return native.special_tokens_mask if native is not None else self.encoding.special_tokens_mask
 
     @property
     def encoding(self) -> Encoding:
@@ -152,6 +216,9 @@ class SentencePieceEncoding:
 
     @property
     def offsets(self) -> list[tuple[int, int]]:
+        native = self._native_row()
+        if native is not None:
+            return native.offsets
         encoding = self.encoding
         if self._spans is None:
             return encoding.offsets
@@ -164,6 +231,9 @@ class SentencePieceEncoding:
 
     @property
     def overflowing(self) -> list[SentencePieceEncoding]:
+        native = self._native_row()
+        if native is not None and not native.truncated:
+            return []
         return [SentencePieceEncoding.wrap(window, self._spans) for window in self.encoding.overflowing]
 
     def __len__(self) -> int:
@@ -216,14 +286,24 @@ class SentencePieceBackend:
         return self.encode_batch([item], add_special_tokens=add_special_tokens, is_pretokenized=is_pretokenized)[0]
 
     def encode_batch(self, inputs, add_special_tokens: bool = True, is_pretokenized: bool = False):
-        backend = self._backend
-        if is_pretokenized:  # words chosen by the caller: sentencepiece has no equivalent to check against
-            return backend.encode_batch(inputs, add_special_tokens=add_special_tokens, is_pretokenized=True)
-        items = [
-            (item,) if isinstance(item, str) else tuple(text for text in item if text is not None) for item in inputs
-        ]
-        contents = iter(self._reference_ids([text for item in items for text in item])[0])
-        batch = _Batch(self, items, [[next(contents) for _ in item] for item in items], add_special_tokens)
+        if is_pretokenized:  # each text is a list of words, each word encoded on its own (as `tokenizers` does)
+            items = [tuple(item) if _is_word_pair(item) else (item,) for item in inputs]
+            words = [word for item in items for text in item for word in text]
+        else:
+            items = [
+                (item,) if isinstance(item, str) else tuple(text for text in item if text is not None)
+                for item in inputs
+            ]
+            words = [text for item in items for text in item]
+        word_ids, word_segments = self._reference_ids(words)
+        contents, segments = iter(word_ids), iter(word_segments)
+        if is_pretokenized:
+            parts = [[[next(contents) for _ in text] for text in item] for item in items]
+            segment_parts = [[[next(segments) for _ in text] for text in item] for item in items]
+        else:
+            parts = [[next(contents) for _ in item] for item in items]
+            segment_parts = [[next(segments) for _ in item] for item in items]
+        batch = _Batch(self, items, parts, add_special_tokens, segment_parts, is_pretokenized)
         # A template set by the user (not fairseq's) is applied by `tokenizers` itself.
         fast = batch.own_template
         rows = [_fast_ids(parts, add_special_tokens, batch.truncation) if fast else None for parts in batch.parts]
@@ -232,10 +312,14 @@ class SentencePieceBackend:
             rows[index] = SentencePieceEncoding.wrap(encoding, spans)
         batch.length = _padded_length(batch.padding, [len(row) for row in rows])
         batch.lazy_rows = [index for index, row in enumerate(rows) if isinstance(row, list)]
+        batch.row_lengths = [len(row) for row in rows]
         for index, row in enumerate(rows):
             if isinstance(row, list):
                 build = functools.partial(batch.build, index)
-                rows[index] = SentencePieceEncoding.padded(row, len(items[index]), batch.padding, batch.length, build)
+                native = functools.partial(batch.native, index)
+                rows[index] = SentencePieceEncoding.padded(
+                    row, len(items[index]), batch.padding, batch.length, build, native
+                )
             elif batch.length is not None:
                 row.encoding.pad(batch.length, **_pad_arguments(batch.padding))
                 row.ids, row.attention_mask = row.encoding.ids, row.encoding.attention_mask
@@ -251,8 +335,11 @@ class SentencePieceBackend:
             return []
         backend, results = self._backend, {}
         inputs = [batch.items[index][0] if len(batch.items[index]) == 1 else batch.items[index] for index in indices]
+        pretokenized = batch.pretokenized
         with self._lock, _backend_settings(backend, batch.truncation, batch.split_special_tokens):
-            encodings = backend.encode_batch(inputs, add_special_tokens=batch.add_special_tokens)
+            encodings = backend.encode_batch(
+                inputs, add_special_tokens=batch.add_special_tokens, is_pretokenized=pretokenized
+            )
             doubtful = []  # truncated (the visible ids say nothing of the rest) or not the expected ids
             for position, (index, encoding) in enumerate(zip(indices, encodings)):
                 if batch.own_template and encoding.ids == _fast_ids(batch.parts[index], batch.add_special_tokens, None):
@@ -262,7 +349,9 @@ class SentencePieceBackend:
             untruncated = []
             if doubtful:
                 with _backend_settings(backend, None, batch.split_special_tokens):
-                    untruncated = backend.encode_batch([inputs[p] for p in doubtful], add_special_tokens=False)
+                    untruncated = backend.encode_batch(
+                        [inputs[p] for p in doubtful], add_special_tokens=False, is_pretokenized=pretokenized
+                    )
             for position, whole in zip(doubtful, untruncated):
                 index = indices[position]
                 parts = batch.parts[index]
@@ -272,7 +361,9 @@ class SentencePieceBackend:
                     results[index] = (encodings[position], None)
                 else:
                     item = batch.items[index]
-                    results[index] = self._encode_from_pieces(item, batch.add_special_tokens, batch.truncation)
+                    results[index] = self._encode_from_pieces(
+                        item, batch.add_special_tokens, batch.truncation, pretokenized
+                    )
         return [results[index] for index in indices]
 
     def _reference_ids(self, texts: list[str]) -> tuple[list[list[int]], list[list]]:
@@ -302,19 +393,21 @@ class SentencePieceBackend:
             expected.append(ids)
         return expected, segments
 
-    def _encode_from_pieces(self, pair, add_special_tokens, truncation):
-        """The item spelled with sentencepiece's pieces (the pipeline disagrees with it), and each piece's span."""
+    def _encode_from_pieces(self, pair, add_special_tokens, truncation, pretokenized: bool = False):
+        """The item spelled with sentencepiece's pieces (the pipeline disagrees with it), and each piece's span
+        (in its text, or in its word for pre-split words)."""
         words, spans = [], []
         for text in pair:
             text_words, text_spans = [], []
-            for start, end, token_id in self._reference_ids([text])[1][0]:
-                if token_id is None:
-                    pieces, offsets = self._reference.pieces_with_offsets(text[start:end], start)
-                    text_words += pieces
-                    text_spans += offsets
-                else:
-                    text_words.append(self._backend.id_to_token(token_id))
-                    text_spans.append((start, end))
+            for word in text if pretokenized else [text]:
+                for start, end, token_id in self._reference_ids([word])[1][0]:
+                    if token_id is None:
+                        pieces, offsets = self._reference.pieces_with_offsets(word[start:end], start)
+                        text_words += pieces
+                        text_spans += offsets
+                    else:
+                        text_words.append(self._backend.id_to_token(token_id))
+                        text_spans.append((start, end))
             words.append(text_words)
             spans.append(text_spans)
         vocab = self._backend.get_vocab(with_added_tokens=True)
@@ -355,16 +448,53 @@ class SentencePieceBackend:
 class _Batch:
     """What one `encode_batch` call was asked, kept so its rows can be built by `tokenizers` later, all at once."""
 
-    def __init__(self, backend: SentencePieceBackend, items: list[tuple], parts: list[list], add_special_tokens: bool):
+    def __init__(
+        self,
+        backend: SentencePieceBackend,
+        items: list[tuple],
+        parts: list[list],
+        add_special_tokens: bool,
+        segments: list[list],
+        pretokenized: bool = False,
+    ):
         tokenizer = backend._backend
-        self.backend, self.items, self.parts, self.add_special_tokens = backend, items, parts, add_special_tokens
+        self.backend, self.items, self.add_special_tokens = backend, items, add_special_tokens
+        self.pretokenized, self.word_parts, self.segments = pretokenized, parts, segments
+        # each text's ids (pre-split words: its words' ids, in order)
+        self.parts = [[list(itertools.chain(*text)) for text in item] for item in parts] if pretokenized else parts
         self.truncation, self.padding = tokenizer.truncation, tokenizer.padding
         self.split_special_tokens = tokenizer.encode_special_tokens
         self.own_template = (
             not add_special_tokens or _template_state(tokenizer.post_processor) == backend._template_state
         )
-        self.length, self.lazy_rows = None, []
+        self.length, self.lazy_rows, self.row_lengths = None, [], []
         self._encodings = None
+
+    def native(self, index: int) -> NativeRow | None:
+        """Row `index`'s per-token attributes from sentencepiece's pieces, None if one of its texts (or words) holds
+        an added token or is not normalized character for character (`tokenizers` then builds the row)."""
+        spans_of = self.backend._reference.piece_spans
+        sequences = []
+        for text, ids, segments in zip(self.items[index], self.word_parts[index], self.segments[index]):
+            units = zip(text, ids, segments) if self.pretokenized else [(text, ids, segments)]
+            text_ids, spans, words = [], [], []
+            for word_index, (unit, unit_ids, unit_segments) in enumerate(units):
+                if len(unit_segments) != 1 or unit_segments[0][2] is not None:
+                    return None
+                unit_spans = spans_of.spans(unit, unit_ids)
+                if unit_spans is None:
+                    return None
+                text_ids += unit_ids
+                spans += unit_spans
+                words += [word_index] * len(unit_ids) if self.pretokenized else spans_of.word_ids(unit_ids)
+            sequences.append((text_ids, spans, words))
+        special = 2 if self.add_special_tokens else 0
+        side = self.truncation["direction"] if self.truncation else "right"
+        padding = (0, "right", "")
+        if self.length is not None:
+            padding = (self.length - self.row_lengths[index], self.padding["direction"], self.padding["pad_token"])
+        kept = self.row_lengths[index] - special
+        return NativeRow.assemble(sequences, kept, side, self.add_special_tokens, spans_of.tokens, padding)
 
     def build(self, index: int) -> tuple[Encoding, tuple | None]:
         """Row `index`'s encoding, padded as the call asked; the first call builds every lazy row of the batch."""
@@ -416,6 +546,11 @@ def _fast_ids(parts: list[list[int]], add_special_tokens: bool, truncation: dict
         return None  # pairs, overflow strides and errors are `tokenizers`' to decide
     kept = parts[0][:budget] if truncation["direction"] == "right" else parts[0][len(parts[0]) - budget :]
     return [0, *kept, 2] if add_special_tokens else kept
+
+
+def _is_word_pair(item) -> bool:
+    """Whether a pre-split input is a pair of word lists (else it is one list of words)."""
+    return len(item) == 2 and all(isinstance(text, (list, tuple)) for text in item)
 
 
 def _padded_length(padding: dict | None, lengths: list[int]) -> int | None:
