@@ -179,7 +179,16 @@ class SentencePieceEncoding:
     @property
     def word_ids(self) -> list[int | None]:
         native = self._native_row()
-        return native.word_ids if native is not None else self.encoding.word_ids
+        if native is not None:
+            return native.word_ids
+        encoding = self.encoding
+        if self._spans is None:
+            return encoding.word_ids
+        # Rebuilt from sentencepiece's pieces (one pre-split "word" per piece): the piece's own word.
+        return [
+            self._spans[sequence][1][word] if sequence is not None and word is not None else word
+            for word, sequence in zip(encoding.word_ids, encoding.sequence_ids)
+        ]
 
     words = word_ids  # `tokenizers`' older name
 
@@ -225,7 +234,7 @@ class SentencePieceEncoding:
         # Texts rebuilt from sentencepiece's pieces went through `tokenizers` as pre-split words: use their spans.
         offsets = []
         for offset, word, sequence in zip(encoding.offsets, encoding.word_ids, encoding.sequence_ids):
-            sequence_spans = self._spans[sequence] if sequence is not None else None
+            sequence_spans = self._spans[sequence][0] if sequence is not None else None
             offsets.append(sequence_spans[word] if sequence_spans is not None and word is not None else offset)
         return offsets
 
@@ -394,22 +403,30 @@ class SentencePieceBackend:
         return expected, segments
 
     def _encode_from_pieces(self, pair, add_special_tokens, truncation, pretokenized: bool = False):
-        """The item spelled with sentencepiece's pieces (the pipeline disagrees with it), and each piece's span
-        (in its text, or in its word for pre-split words)."""
+        """The item spelled with sentencepiece's pieces (the pipeline disagrees with it), and for each text the span
+        (in its text, or in its word for pre-split words) and the word of each piece: the pre-split word, else a
+        new word at every piece starting with "▁" and around added tokens (as `tokenizers`' pre-tokenizer splits)."""
         words, spans = [], []
         for text in pair:
-            text_words, text_spans = [], []
-            for word in text if pretokenized else [text]:
+            text_words, text_spans, word_ids = [], [], []
+            for word_index, word in enumerate(text if pretokenized else [text]):
+                after_added = False
                 for start, end, token_id in self._reference_ids([word])[1][0]:
                     if token_id is None:
                         pieces, offsets = self._reference.pieces_with_offsets(word[start:end], start)
-                        text_words += pieces
-                        text_spans += offsets
                     else:
-                        text_words.append(self._backend.id_to_token(token_id))
-                        text_spans.append((start, end))
+                        pieces, offsets = [self._backend.id_to_token(token_id)], [(start, end)]
+                    for piece in pieces:
+                        if pretokenized:
+                            word_ids.append(word_index)
+                        else:
+                            new = token_id is not None or after_added or piece.startswith("\u2581")
+                            word_ids.append(word_ids[-1] + new if word_ids else 0)
+                        after_added = token_id is not None
+                    text_words += pieces
+                    text_spans += offsets
             words.append(text_words)
-            spans.append(text_spans)
+            spans.append((text_spans, word_ids))
         vocab = self._backend.get_vocab(with_added_tokens=True)
         if self._word_level is None or self._word_level.get_vocab_size() != len(vocab):
             # each piece is a word mapped whole to its fairseq id; the template and truncation are the backend's
