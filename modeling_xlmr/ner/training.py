@@ -26,6 +26,7 @@ from transformers import DataCollatorForTokenClassification, Trainer, set_seed
 
 from model_cards import languages as model_languages
 
+from ..common.dependencies import require
 from ..common.files import atomic_file
 from ..modeling_xlmr import XLMRForTokenClassification
 from ..training.lora import apply_lora, check_lora_options, save_adapter_and_merged
@@ -101,6 +102,8 @@ def finetune(args: argparse.Namespace) -> int:
 
 def _check_options(args: argparse.Namespace) -> None:
     check_training_options(args)
+    if args.eval_file:
+        require("seqeval")  # scores need it: say so before training, not after
     if args.max_length < 3:
         raise ValueError(f"--max-length {args.max_length} leaves no room for a word; use at least 3.")
     if not 0 <= args.stride < args.max_length - 2:
