@@ -81,7 +81,7 @@ def finetune(args: argparse.Namespace) -> int:
     trainer = _trainer(model, training_args, tokenizer, train_windows, eval_windows, evaluation, labels)
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
     if args.lora:
-        save_adapter_and_merged(trainer, tokenizer, args.output_dir)
+        save_adapter_and_merged(trainer, args.output_dir)
     else:
         save_final_model(trainer, args.output_dir)
     trainer.save_metrics("train", train_result.metrics)  # train_results.json, as transformers' examples

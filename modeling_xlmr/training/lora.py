@@ -9,14 +9,15 @@ in OUTPUT itself, a plain model that loads without peft.
 from __future__ import annotations
 
 import argparse
-import tempfile
+import os
 from pathlib import Path
 
 from ..common.dependencies import require
-from ..common.files import apply_umask, replace_directory
-from .trainer import publish_staged
+from ..common.files import replace_directory
+from .trainer import save_final_model
 
 ADAPTER_DIR = "adapter"
+STAGING_ADAPTER_DIR = ".adapter.tmp"
 DEFAULT_TARGET_MODULES = ("query", "value")
 
 
@@ -48,22 +49,16 @@ def check_lora_options(args: argparse.Namespace) -> None:
     require("peft")  # before any data is read: a missing extra is one line
 
 
-def save_adapter_and_merged(trainer, tokenizer, output_dir: str) -> None:
-    """OUTPUT/adapter holds the adapters (built beside it, swapped in); OUTPUT the merged model, config last."""
+def save_adapter_and_merged(trainer, output_dir: str) -> None:
+    """OUTPUT/adapter gets the adapters (staged beside it, swapped in whole); then the adapters are merged into the
+    weights and OUTPUT gets that plain model (staged, config.json last). The trainer keeps the merged model."""
+    staging = os.path.join(output_dir, STAGING_ADAPTER_DIR)
+    trainer.save_model(staging)  # a PeftModel saves its adapters (and the trained head) only
     if trainer.is_world_process_zero():
-        built = Path(tempfile.mkdtemp(prefix=f".{ADAPTER_DIR}.", dir=output_dir))
-        trainer.model.save_pretrained(built)
-        tokenizer.save_pretrained(built)
-        apply_umask(built)
-        replace_directory(built, Path(output_dir) / ADAPTER_DIR)
-    merged = trainer.model.merge_and_unload()
-    trainer.model = merged
-    if trainer.is_world_process_zero():
-        staging = tempfile.mkdtemp(prefix=".merged-model.", dir=output_dir)
-        merged.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        publish_staged(staging, output_dir)
+        replace_directory(Path(staging), Path(output_dir) / ADAPTER_DIR)
     trainer.accelerator.wait_for_everyone()
+    trainer.model = trainer.model.merge_and_unload()
+    save_final_model(trainer, output_dir)
 
 
 __all__ = ["ADAPTER_DIR", "DEFAULT_TARGET_MODULES", "apply_lora", "check_lora_options", "save_adapter_and_merged"]
