@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import itertools
 import re
 import threading
-from collections.abc import Callable
+from itertools import chain, islice
 from typing import Any
 
 import sentencepiece
@@ -37,7 +36,8 @@ from .sentencepiece_conversion import (
     FAIRSEQ_UNK_ID,
     renumbered_in_fairseq_order,
 )
-from .sentencepiece_spans import NativeRow, PieceSpans
+from .sentencepiece_rows import NativeRow, SentencePieceEncoding
+from .sentencepiece_spans import PieceSpans, word_index_of, words_spans
 
 # Rust's `char::is_whitespace` (Unicode White_Space), which `tokenizers` uses for an added token's lstrip/rstrip.
 _WHITESPACE = "[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*"
@@ -104,161 +104,6 @@ class SentencePieceReference:
         return pieces, offsets
 
 
-class SentencePieceEncoding:
-    """One row of a batch, standing in for a `tokenizers.Encoding`.
-
-    `ids`, `attention_mask` and `type_ids` (all transformers reads by default) are built from sentencepiece's ids;
-    `offsets`, `word_ids`, `sequence_ids`, `tokens` and `special_tokens_mask` from its pieces when `native` can
-    (`sentencepiece_spans`). Any other attribute (`overflowing` of a cut row, `char_to_token`...) and those for a
-    text `native` cannot handle come from the full `tokenizers.Encoding`, made by `build` on first use, with the
-    same ids (checked).
-    """
-
-    __slots__ = (
-        "_build",
-        "_encoding",
-        "_native",
-        "_native_build",
-        "_pad_type_id",
-        "_spans",
-        "attention_mask",
-        "ids",
-        "n_sequences",
-    )
-
-    def __init__(
-        self,
-        ids: list[int],
-        attention_mask: list[int],
-        n_sequences: int,
-        pad_type_id: int,
-        build: Callable | None = None,
-    ):
-        self.ids, self.attention_mask, self.n_sequences = ids, attention_mask, n_sequences
-        self._pad_type_id, self._build, self._encoding, self._spans = pad_type_id, build, None, None
-        self._native, self._native_build = None, None
-
-    @classmethod
-    def wrap(cls, encoding: Encoding, spans: tuple | None) -> SentencePieceEncoding:
-        """An already built encoding, with the character spans of any sequence rebuilt from sentencepiece's pieces."""
-        row = cls(encoding.ids, encoding.attention_mask, encoding.n_sequences, 0)
-        row._encoding, row._spans = encoding, spans
-        return row
-
-    @classmethod
-    def padded(
-        cls,
-        ids: list[int],
-        n_sequences: int,
-        padding: dict | None,
-        length: int | None,
-        build: Callable,
-        native: Callable | None = None,
-    ):
-        """A row of `ids` padded to `length` as `padding` says (tokenizers' rules), built by `build` when needed;
-        `native()` gives its per-token attributes from sentencepiece's pieces, or None where it cannot."""
-        attention_mask, pad_type_id = [1] * len(ids), 0
-        if length is not None and length > len(ids):
-            missing, pad_type_id = length - len(ids), padding["pad_type_id"]
-            if padding["direction"] == "left":
-                ids, attention_mask = [padding["pad_id"]] * missing + ids, [0] * missing + attention_mask
-            else:
-                ids, attention_mask = ids + [padding["pad_id"]] * missing, attention_mask + [0] * missing
-        row = cls(ids, attention_mask, n_sequences, pad_type_id, build)
-        row._native_build = native
-        return row
-
-    def _native_row(self) -> NativeRow | None:
-        """The attributes built from sentencepiece's pieces (made on first use), None where `tokenizers` answers."""
-        if self._encoding is not None:
-            return None
-        if self._native_build is not None:
-            self._native, self._native_build = self._native_build() or False, None
-        return self._native or None
-
-    @property
-    def word_ids(self) -> list[int | None]:
-        native = self._native_row()
-        if native is not None:
-            return native.word_ids
-        encoding = self.encoding
-        if self._spans is None:
-            return encoding.word_ids
-        # Rebuilt from sentencepiece's pieces (one pre-split "word" per piece): the piece's own word.
-        return [
-            self._spans[sequence][1][word] if sequence is not None and word is not None else word
-            for word, sequence in zip(encoding.word_ids, encoding.sequence_ids)
-        ]
-
-    words = word_ids  # `tokenizers`' older name
-
-    @property
-    def sequence_ids(self) -> list[int | None]:
-        native = self._native_row()
-        return native.sequence_ids if native is not None else self.encoding.sequence_ids
-
-    @property
-    def tokens(self) -> list[str]:
-        native = self._native_row()
-        return native.tokens if native is not None else self.encoding.tokens
-
-    @property
-    def special_tokens_mask(self) -> list[int]:
-        native = self._native_row()
-        return native.special_tokens_mask if native is not None else self.encoding.special_tokens_mask
-
-    @property
-    def encoding(self) -> Encoding:
-        if self._encoding is None:
-            encoding, self._spans = self._build()
-            if encoding.ids != self.ids:  # a bug in this module, never a property of the text
-                raise RuntimeError(f"XLMRTokenizerFast built two different encodings: {self.ids} vs {encoding.ids}")
-            self._encoding, self._build = encoding, None
-        return self._encoding
-
-    @property
-    def type_ids(self) -> list[int]:
-        if self._encoding is not None:
-            return self._encoding.type_ids
-        # XLM-R has one token type: every text token is 0, padding gets the pad type id
-        return [0 if real else self._pad_type_id for real in self.attention_mask]
-
-    @property
-    def offsets(self) -> list[tuple[int, int]]:
-        native = self._native_row()
-        if native is not None:
-            return native.offsets
-        encoding = self.encoding
-        if self._spans is None:
-            return encoding.offsets
-        # Texts rebuilt from sentencepiece's pieces went through `tokenizers` as pre-split words: use their spans.
-        offsets = []
-        for offset, word, sequence in zip(encoding.offsets, encoding.word_ids, encoding.sequence_ids):
-            sequence_spans = self._spans[sequence][0] if sequence is not None else None
-            offsets.append(sequence_spans[word] if sequence_spans is not None and word is not None else offset)
-        return offsets
-
-    @property
-    def overflowing(self) -> list[SentencePieceEncoding]:
-        native = self._native_row()
-        if native is not None and not native.truncated:
-            return []
-        return [SentencePieceEncoding.wrap(window, self._spans) for window in self.encoding.overflowing]
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.encoding, name)
-
-    def __reduce__(self):  # pickles (DataLoader workers, datasets) as the plain `tokenizers.Encoding`
-        return (_same, (self.encoding,))
-
-
-def _same(value):
-    return value
-
-
 class SentencePieceBackend:
     """Wraps the `tokenizers.Tokenizer` so `encode_batch` returns fairseq's ids for every text, fast.
 
@@ -313,6 +158,7 @@ class SentencePieceBackend:
             parts = [[next(contents) for _ in item] for item in items]
             segment_parts = [[next(segments) for _ in item] for item in items]
         batch = _Batch(self, items, parts, add_special_tokens, segment_parts, is_pretokenized)
+        batch.has_added_tokens = any(segments is not None for segments in word_segments)
         # A template set by the user (not fairseq's) is applied by `tokenizers` itself.
         fast = batch.own_template
         rows = [_fast_ids(parts, add_special_tokens, batch.truncation) if fast else None for parts in batch.parts]
@@ -324,10 +170,8 @@ class SentencePieceBackend:
         batch.row_lengths = [len(row) for row in rows]
         for index, row in enumerate(rows):
             if isinstance(row, list):
-                build = functools.partial(batch.build, index)
-                native = functools.partial(batch.native, index)
                 rows[index] = SentencePieceEncoding.padded(
-                    row, len(items[index]), batch.padding, batch.length, build, native
+                    row, len(items[index]), batch.padding, batch.length, batch, index
                 )
             elif batch.length is not None:
                 row.encoding.pad(batch.length, **_pad_arguments(batch.padding))
@@ -375,25 +219,24 @@ class SentencePieceBackend:
                     )
         return [results[index] for index in indices]
 
-    def _reference_ids(self, texts: list[str]) -> tuple[list[list[int]], list[list]]:
-        """fairseq's ids of each text (added tokens such as "<mask>" kept whole), and the text's parts."""
+    def _reference_ids(self, texts: list[str]) -> tuple[list[list[int]], list[list | None]]:
+        """fairseq's ids of each text (added tokens such as "<mask>" kept whole), and the text's parts: None for a
+        text without added tokens (most), else (start, end, added token id or None) for each part."""
         pattern, token_ids, quick_test = self._added_tokens_pattern()
+        if quick_test is None:
+            return self._reference.ids(texts), [None] * len(texts)
         segments = [
-            _split_added_tokens(text, pattern, token_ids)
-            if quick_test is not None and quick_test.search(text)  # cheap test first: most texts have none
-            else [(0, len(text), None)]
-            for text in texts
+            _split_added_tokens(text, pattern, token_ids) if quick_test.search(text) else None for text in texts
         ]
-        plain = [
-            text[start:end]
-            for text, parts in zip(texts, segments)
-            for start, end, token_id in parts
-            if token_id is None
-        ]
+        if not any(segments):
+            return self._reference.ids(texts), segments
+        plain = []
+        for text, parts in zip(texts, segments):
+            plain += [text] if parts is None else [text[start:end] for start, end, added in parts if added is None]
         plain_ids = iter(self._reference.ids(plain))
         expected = []
         for parts in segments:
-            if len(parts) == 1 and parts[0][2] is None:
+            if parts is None:
                 expected.append(next(plain_ids))
                 continue
             ids = []
@@ -411,7 +254,7 @@ class SentencePieceBackend:
             text_words, text_spans, word_ids = [], [], []
             for word_index, word in enumerate(text if pretokenized else [text]):
                 after_added = False
-                for start, end, token_id in self._reference_ids([word])[1][0]:
+                for start, end, token_id in self._reference_ids([word])[1][0] or [(0, len(word), None)]:
                     if token_id is None:
                         pieces, offsets = self._reference.pieces_with_offsets(word[start:end], start)
                     else:
@@ -478,50 +321,76 @@ class _Batch:
         self.backend, self.items, self.add_special_tokens = backend, items, add_special_tokens
         self.pretokenized, self.word_parts, self.segments = pretokenized, parts, segments
         # each text's ids (pre-split words: its words' ids, in order)
-        self.parts = [[list(itertools.chain(*text)) for text in item] for item in parts] if pretokenized else parts
+        self.parts = [[list(chain.from_iterable(text)) for text in item] for item in parts] if pretokenized else parts
         self.truncation, self.padding = tokenizer.truncation, tokenizer.padding
         self.split_special_tokens = tokenizer.encode_special_tokens
         self.own_template = (
             not add_special_tokens or _template_state(tokenizer.post_processor) == backend._template_state
         )
         self.length, self.lazy_rows, self.row_lengths = None, [], []
-        self._encodings = None
+        self.native_failed: list[int] = []
+        self.has_added_tokens = True  # until the caller knows better
+        self._natives: dict[int, NativeRow] | None = None
+        self._encodings: dict[int, tuple] = {}
 
     def native(self, index: int) -> NativeRow | None:
         """Row `index`'s per-token attributes from sentencepiece's pieces, None if one of its texts (or words) holds
-        an added token or is not normalized character for character (`tokenizers` then builds the row)."""
+        an added token or is not normalized character for character (`tokenizers` then builds the row). The first
+        call does every lazy row of the batch at once."""
+        if self._natives is None:
+            self._natives = self._all_natives()
+        native = self._natives.get(index)
+        if native is None:
+            self.native_failed.append(index)
+        return native
+
+    def _all_natives(self) -> dict[int, NativeRow]:
         spans_of = self.backend._reference.piece_spans
-        sequences = []
-        for text, ids, segments in zip(self.items[index], self.word_parts[index], self.segments[index]):
-            units = zip(text, ids, segments) if self.pretokenized else [(text, ids, segments)]
-            text_ids, spans, words = [], [], []
-            for word_index, (unit, unit_ids, unit_segments) in enumerate(units):
-                if len(unit_segments) != 1 or unit_segments[0][2] is not None:
-                    return None
-                unit_spans = spans_of.spans(unit, unit_ids)
-                if unit_spans is None:
-                    return None
-                text_ids += unit_ids
-                spans += unit_spans
-                words += [word_index] * len(unit_ids) if self.pretokenized else spans_of.word_ids(unit_ids)
-            sequences.append((text_ids, spans, words))
-        special = 2 if self.add_special_tokens else 0
+        rows = self.lazy_rows
+        if self.has_added_tokens:
+            rows = [row for row in rows if not _has_added_tokens(self.segments[row], self.pretokenized)]
+        texts = [text for row in rows for text in self.items[row]]
+        text_ids = [ids for row in rows for ids in self.word_parts[row]]
+        if self.pretokenized:  # one check for every word of the batch, else row by row
+            words, word_ids = list(chain.from_iterable(texts)), list(chain.from_iterable(text_ids))
+            flat = spans_of.flat_spans(words, word_ids)
+            if flat is not None:
+                pieces = iter(flat)
+                spans = [list(islice(pieces, sum(map(len, ids)))) for ids in text_ids]
+            else:
+                spans = [words_spans(spans_of, text, ids) for text, ids in zip(texts, text_ids)]
+            words_of = [functools.partial(word_index_of, ids) for ids in text_ids]
+            ids_of = [list(chain.from_iterable(ids)) for ids in text_ids]
+        else:
+            spans, ids_of = spans_of.spans_of_each(texts, text_ids), text_ids
+            words_of = [functools.partial(spans_of.word_ids, ids) for ids in text_ids]
+        sequences = iter(zip(ids_of, spans, words_of))
         side = self.truncation["direction"] if self.truncation else "right"
-        padding = (0, "right", "")
-        if self.length is not None:
-            padding = (self.length - self.row_lengths[index], self.padding["direction"], self.padding["pad_token"])
-        kept = self.row_lengths[index] - special
-        return NativeRow.assemble(sequences, kept, side, self.add_special_tokens, spans_of.tokens, padding)
+        special = 2 if self.add_special_tokens else 0
+        natives = {}
+        for row in rows:
+            row_sequences = [next(sequences) for _ in self.items[row]]
+            if any(row_spans is None for _, row_spans, _ in row_sequences):
+                continue
+            padding = (0, "right", "")
+            if self.length is not None:
+                padding = (self.length - self.row_lengths[row], self.padding["direction"], self.padding["pad_token"])
+            kept = self.row_lengths[row] - special
+            tokens = spans_of.tokens
+            natives[row] = NativeRow.assemble(row_sequences, kept, side, self.add_special_tokens, tokens, padding)
+        return natives
 
     def build(self, index: int) -> tuple[Encoding, tuple | None]:
-        """Row `index`'s encoding, padded as the call asked; the first call builds every lazy row of the batch."""
-        if self._encodings is None:
-            self._encodings = dict(
-                zip(range(len(self.items)), self.backend._build_encodings(self, range(len(self.items))))
-            )
-            if self.length is not None:
-                for encoding, _ in self._encodings.values():
+        """Row `index`'s encoding, padded as the call asked. Built together with the batch's other rows that need
+        one: every row `native` could not do (for a row it could not do), else every lazy row (a caller reading
+        `char_to_token` and the like of one row usually reads them of all)."""
+        if index not in self._encodings:
+            wanted = self.native_failed if index in self.native_failed else self.lazy_rows
+            wanted = [row for row in wanted if row not in self._encodings]
+            for row, (encoding, spans) in zip(wanted, self.backend._build_encodings(self, wanted)):
+                if self.length is not None:
                     encoding.pad(self.length, **_pad_arguments(self.padding))
+                self._encodings[row] = (encoding, spans)
         return self._encodings[index]
 
 
@@ -563,6 +432,13 @@ def _fast_ids(parts: list[list[int]], add_special_tokens: bool, truncation: dict
         return None  # pairs, overflow strides and errors are `tokenizers`' to decide
     kept = parts[0][:budget] if truncation["direction"] == "right" else parts[0][len(parts[0]) - budget :]
     return [0, *kept, 2] if add_special_tokens else kept
+
+
+def _has_added_tokens(segments: list, pretokenized: bool) -> bool:
+    """Whether a row's texts (or their words) hold an added token such as "<mask>": such rows are `tokenizers`'."""
+    if pretokenized:
+        return any(any(word_segments) for word_segments in segments)
+    return any(text_segments is not None for text_segments in segments)
 
 
 def _is_word_pair(item) -> bool:

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from itertools import accumulate, pairwise
+from itertools import accumulate, chain, islice, pairwise, repeat
+from operator import sub
 
 SPACE_SYMBOL = "\u2581"
 _SURROGATES = range(0xD800, 0xE000)
@@ -66,74 +67,59 @@ class PieceSpans:
         spans[0] = (0, max(bounds[1], 1))  # the dummy "▁" shares the first character's span
         return spans
 
+    def flat_spans(self, units: Sequence[str], ids_per_unit: Sequence[Sequence[int]]) -> list | None:
+        """The spans of every piece of every unit (texts, or a row's words: each encoded on its own), each relative
+        to its unit, in one list; None unless every unit only needs " " -> "▁" (then `spans` decides, unit by unit).
+
+        One string comparison checks all units at once: the pieces must spell "▁" + unit for each unit in turn, and
+        split where the units do."""
+        ids = list(chain.from_iterable(ids_per_unit))
+        spelled = "".join(map(self.tokens.__getitem__, ids))
+        if spelled != (SPACE_SYMBOL + SPACE_SYMBOL.join(units)).replace(" ", SPACE_SYMBOL):
+            return None
+        counts = list(map(len, ids_per_unit))
+        bounds = list(accumulate(map(self.lengths.__getitem__, ids), initial=-1))
+        unit_starts = list(accumulate([len(unit) + 1 for unit in units], initial=0))  # in `spelled`
+        piece_starts = accumulate(counts, initial=0)
+        if any(bounds[piece] != start - 1 for piece, start in zip(piece_starts, unit_starts[:-1])):
+            return None  # an empty unit, or pieces that do not split where the units do
+        bases = list(chain.from_iterable(map(repeat, unit_starts, counts)))
+        ends = list(map(sub, islice(bounds, 1, None), bases))  # relative to its unit, in original characters
+        spans = list(zip(map(sub, bounds, bases), ends))
+        for first in accumulate(counts[:-1], initial=0):  # a unit's dummy "▁" shares its first character's span
+            if first < len(spans):
+                spans[first] = (0, ends[first] if ends[first] > 0 else 1)
+        return spans
+
+    def spans_of_each(self, units: Sequence[str], ids_per_unit: Sequence[Sequence[int]]) -> list[list | None]:
+        """`spans` of each unit, all at once where `flat_spans` can."""
+        flat = self.flat_spans(units, ids_per_unit)
+        if flat is None:
+            return [self.spans(unit, ids) for unit, ids in zip(units, ids_per_unit)]
+        pieces = iter(flat)
+        return [list(islice(pieces, len(ids))) for ids in ids_per_unit]
+
     def word_ids(self, ids: Sequence[int]) -> list[int]:
         """The word of each piece: a new word starts at every piece beginning with "▁" (Metaspace's split)."""
         return [count - 1 for count in accumulate(map(self.starts_word.__getitem__, ids))]
 
 
-class NativeRow:
-    """A row's per-token attributes from sentencepiece's pieces, as transformers reads them from a `tokenizers`
-    `Encoding`: offsets, word ids, sequence ids, tokens and the special-tokens mask, each made when first read.
-
-    `sequences` holds each text's (ids, spans, word ids) as the row keeps them (already truncated); the row is
-    `<s> A </s>` / `<s> A </s></s> B </s>` (fairseq's template) or `A` / `A B` without special tokens, then padded
-    with `padding = (count, direction, pad token)`."""
-
-    def __init__(self, sequences, add_special_tokens: bool, truncated: bool, token_strings, padding=(0, "right", "")):
-        self.sequences, self.add_special_tokens, self.truncated = sequences, add_special_tokens, truncated
-        self._token_strings, self._padding = token_strings, padding
-
-    @classmethod
-    def assemble(
-        cls,
-        sequences: list[tuple[list[int], list[tuple[int, int]], list[int | None]]],
-        kept: int,
-        truncation_side: str,
-        add_special_tokens: bool,
-        token_strings: list[str],
-        padding: tuple[int, str, str] = (0, "right", ""),
-    ) -> NativeRow:
-        """`kept`: how many of a single text's pieces the row keeps (pairs are never cut here)."""
-        truncated = len(sequences) == 1 and kept < len(sequences[0][0])
-        if truncated:
-            window = slice(0, kept) if truncation_side == "right" else slice(len(sequences[0][0]) - kept, None)
-            sequences = [tuple(values[window] for values in sequences[0])]
-        return cls(sequences, add_special_tokens, truncated, token_strings, padding)
-
-    def _layout(self, values: list[list], special, pad) -> list:
-        """Each sequence's values with `special` at its template positions, then the padding."""
-        row = []
-        for sequence_values in values:
-            row += [special, *sequence_values, special] if self.add_special_tokens else sequence_values
-        missing, direction, _ = self._padding
-        if missing > 0:
-            row = [pad] * missing + row if direction == "left" else row + [pad] * missing
-        return row
-
-    @functools.cached_property
-    def offsets(self) -> list[tuple[int, int]]:
-        return self._layout([spans for _, spans, _ in self.sequences], (0, 0), (0, 0))
-
-    @functools.cached_property
-    def word_ids(self) -> list[int | None]:
-        return self._layout([words for _, _, words in self.sequences], None, None)
-
-    @functools.cached_property
-    def sequence_ids(self) -> list[int | None]:
-        return self._layout([[index] * len(ids) for index, (ids, _, _) in enumerate(self.sequences)], None, None)
-
-    @functools.cached_property
-    def special_tokens_mask(self) -> list[int]:
-        return self._layout([[0] * len(ids) for ids, _, _ in self.sequences], 1, 1)
-
-    @functools.cached_property
-    def tokens(self) -> list[str]:
-        strings = self._token_strings  # fairseq's ids: <s> is 0, </s> is 2
-        row = self._layout([[strings[i] for i in ids] for ids, _, _ in self.sequences], strings[2], self._padding[2])
-        if self.add_special_tokens:  # </s> closes each text and opens the second; <s> opens the row
-            missing, direction, _ = self._padding
-            row[missing if direction == "left" and missing > 0 else 0] = strings[0]
-        return row
+def words_spans(spans_of: PieceSpans, words: list[str], ids_per_word: list[list[int]]) -> list | None:
+    """One text's pre-split words: spans of all its pieces (relative to each word), None if a word needs `tokenizers`."""
+    flat = spans_of.flat_spans(words, ids_per_word)
+    if flat is not None:
+        return flat
+    spans = []
+    for word, ids in zip(words, ids_per_word):
+        word_spans = spans_of.spans(word, ids)
+        if word_spans is None:
+            return None
+        spans += word_spans
+    return spans
 
 
-__all__ = ["NativeRow", "PieceSpans"]
+def word_index_of(ids_per_word: list[list[int]]) -> list[int]:
+    return [word for word, ids in enumerate(ids_per_word) for _ in ids]
+
+
+__all__ = ["PieceSpans", "word_index_of", "words_spans"]

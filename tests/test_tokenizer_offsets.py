@@ -111,7 +111,7 @@ def call(tokenizer, inputs, options):
         return type(error)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     inputs=st.one_of(
         st.lists(TEXTS, min_size=1, max_size=4).map(lambda texts: (texts,)),
