@@ -2,6 +2,7 @@
 
     xlmr extract --model DIR_OR_HUB_ID --input texts.txt --output vectors.npy --pooling mean --dtype bf16
     xlmr classify --model DIR_OR_HUB_ID --input docs.jsonl --field body --output labels.jsonl
+    xlmr classify --task ner --model NER_MODEL --input texts.txt --output entities.jsonl
     accelerate launch --multi_gpu --num_processes 2 -m modeling_xlmr.cli extract --model M --input big.txt --output big.npy
 
 Under `accelerate launch` each process takes a contiguous slice of the input (Accelerate's
@@ -21,7 +22,6 @@ import numpy as np
 
 from ..common.dtypes import parse_dtype
 from ..inference import batching, records, sources
-from ..inference.engine import CLASSIFY_LONG_TEXT
 from . import sharded
 
 
@@ -57,12 +57,24 @@ def add_subcommands(subparsers) -> None:
 
     classify = subparsers.add_parser(
         "classify",
-        help="label every input text with a sequence-classification model (.jsonl)",
-        description="Classify every text of --input; writes {label, score, probabilities} per line, in input order.",
+        help="label every input text (.jsonl): sequence classification, or named entities with --task ner",
+        description="Classify every text of --input; writes {label, score, probabilities} per line, in input order. "
+        "With --task ner: {text, words, tags (one per word), entities (type, text, start, end)} per line.",
     )
     _add_common_options(classify, output_help="output: a .jsonl file, or a directory/ of parquet shards")
+    classify.add_argument(
+        "--task", choices=("sequence", "ner"), default="sequence", help="one label per text, or one tag per word"
+    )
     classify.add_argument("--head", help="classification head name (default: the model's own classifier)")
-    classify.add_argument("--long-text", choices=CLASSIFY_LONG_TEXT, default="error", help="texts over 512 tokens")
+    classify.add_argument(
+        "--long-text",
+        choices=("error", "truncate", "chunk"),
+        help="texts over the model's length: fail, keep the first tokens (sequence), or tag window by window "
+        "(ner); default: error for sequence, chunk for ner",
+    )
+    classify.add_argument("--tokens-field", default="tokens", help="ner: .jsonl field holding a list of words")
+    classify.add_argument("--max-length", type=int, help="ner: tokens per window (default: the model's maximum)")
+    classify.add_argument("--stride", type=int, default=128, help="ner: pieces consecutive windows share")
     sharded.add_options(classify, "classify")
     classify.set_defaults(func=run_classify)
 
@@ -123,6 +135,14 @@ def run_extract(args: argparse.Namespace) -> int:
 
 
 def run_classify(args: argparse.Namespace) -> int:
+    if args.task == "ner":
+        if sharded.wanted(args):
+            raise ValueError("--task ner writes a .jsonl file (one row per input); a directory output is for labels.")
+        records.check_output(args.output, (".jsonl",))
+        return _run_classify_ner(args)
+    if args.long_text == "chunk":
+        raise ValueError("--long-text chunk tags words window by window: it is for --task ner.")
+    args.long_text = args.long_text or "error"
     if sharded.wanted(args):
         return sharded.run(args, _load_for, _head)
     records.check_output(args.output, (".jsonl",))
@@ -144,6 +164,32 @@ def run_classify(args: argparse.Namespace) -> int:
     if state.is_main_process:
         results = [result for part in parts for result in part]
         records.write_classifications(args.output, results, inputs.ids, inputs.id_field)
+    return 0
+
+
+def _run_classify_ner(args: argparse.Namespace) -> int:
+    from ..ner.prediction import NERPredictor, load_ner_model, read_ner_inputs, write_ner_predictions
+
+    dtype = parse_dtype(args.dtype)
+    fmt = records.input_format(args.input, args.input_format)
+    inputs = read_ner_inputs(args.input, fmt, args.field, args.tokens_field, args.id_field)
+    _check_device(args.device)
+    state = _process_state(args.device)
+    try:
+        model, tokenizer = load_ner_model(
+            args.model, args.device or state.device, dtype, args.revision, args.trust_remote_code
+        )
+    except OSError as error:
+        raise OSError(
+            f"cannot load model: {str(error).strip().splitlines()[0] if str(error).strip() else error}"
+        ) from error
+    predictor = NERPredictor(
+        model, tokenizer, args.max_length, args.stride, args.max_tokens_per_batch, args.long_text or "chunk"
+    )
+    parts = _run_in_slices(args, state, inputs.items, predictor.predict)
+    if state.is_main_process:
+        rows = [row for part in parts for row in part]
+        write_ner_predictions(args.output, rows, inputs.ids, inputs.id_field)
     return 0
 
 
