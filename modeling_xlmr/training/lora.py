@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from ..common.dependencies import require
-from ..common.files import replace_directory
+from ..common.files import install_directory
 from .trainer import save_final_model
 
 ADAPTER_DIR = "adapter"
@@ -55,7 +55,7 @@ def save_adapter_and_merged(trainer, output_dir: str) -> None:
     staging = os.path.join(output_dir, STAGING_ADAPTER_DIR)
     trainer.save_model(staging)  # a PeftModel saves its adapters (and the trained head) only
     if trainer.is_world_process_zero():
-        replace_directory(Path(staging), Path(output_dir) / ADAPTER_DIR)
+        install_directory(Path(staging), Path(output_dir) / ADAPTER_DIR, ours=lambda name: True)  # the adapter folder is ours whole
     trainer.accelerator.wait_for_everyone()
     trainer.model = trainer.model.merge_and_unload()
     save_final_model(trainer, output_dir)
