@@ -24,7 +24,7 @@ ALLOWED = {
     "modeling_xlmr.common": set(),
     "modeling_xlmr.inference": {"modeling_xlmr (root)", "modeling_xlmr.common"},
     "modeling_xlmr.hub": {"modeling_xlmr (root)", "modeling_xlmr.common", "modeling_xlmr.inference"},
-    "modeling_xlmr.training": {"modeling_xlmr (root)", "modeling_xlmr.common", "modeling_xlmr.hub"},
+    "modeling_xlmr.training": {"modeling_xlmr (root)", "modeling_xlmr.common", "modeling_xlmr.hub", "model_cards"},
     "modeling_xlmr.nli": {
         "modeling_xlmr (root)", "modeling_xlmr.common", "modeling_xlmr.inference", "modeling_xlmr.hub",
         "modeling_xlmr.training", "model_cards",
