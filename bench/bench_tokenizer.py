@@ -1,17 +1,23 @@
 """Tokenizer throughput: XLMRTokenizerFast vs transformers' XLMRobertaTokenizer vs raw sentencepiece.
 
-All three encode the same lines (the multilingual CLDR corpus of the parity tests, from `babel`) with the real
-XLM-R vocabulary (tokenizer.json shipped by the test extra's package; sentencepiece runs on the model derived from
-it). transformers' tokenizer and ours are called the same way, `tokenizer(batch)["input_ids"]`, in batches; raw
-sentencepiece is `SentencePieceProcessor.encode(batch)` (ids only, no fairseq mapping, no offsets, no Python
-objects per token), the floor. Also timed: ours with `verify_with_sentencepiece=False` (our `tokenizers` pipeline
-alone, without sentencepiece; its ids differ from fairseq's on rare inputs). Ours by default takes the ids from
-sentencepiece and builds offsets/word ids with `tokenizers` only when they are read; a fourth line times that too
-(`return_offsets_mapping=True`, every row built by `tokenizers` and checked).
+All encode the same lines (the multilingual CLDR corpus of the parity tests, from `babel`) with the real XLM-R
+vocabulary (tokenizer.json shipped by the test extra's package; sentencepiece runs on the model derived from it).
+transformers' tokenizer and ours are called the same way, in batches, in three modes:
 
-    python -m bench.bench_tokenizer [--batch-size 64] [--repeats 3] [--lines 20000]
+* ids: `tokenizer(batch)["input_ids"]`;
+* offsets: `tokenizer(batch, return_offsets_mapping=True)`, reading the ids and the offsets;
+* words: `tokenizer(words, is_split_into_words=True, return_offsets_mapping=True)` on each line split on whitespace
+  (what NER does), reading the ids, the offsets and every row's `word_ids()`.
 
-Prints lines/s and tokens/s per tokenizer and the ratios to transformers' tokenizer. A benchmark, not a test.
+Raw sentencepiece is `SentencePieceProcessor.encode(batch)` (ids only, no fairseq mapping, no offsets, no Python
+objects per token), the floor; ours with `verify_with_sentencepiece=False` is our `tokenizers` pipeline alone (its
+ids differ from fairseq's on rare inputs). The same run counts the lines where ours and transformers' (and ours and
+our `tokenizers` pipeline's) give the same ids, and among those the lines whose spans or word ids differ.
+
+    python -m bench.bench_tokenizer [--batch-size 64] [--repeats 5] [--lines 20000]
+
+Prints the machine, lines/s and tokens/s per tokenizer and mode and the ratios to transformers' tokenizer in the
+same mode. A benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -25,25 +31,63 @@ import time
 import sentencepiece
 from transformers import XLMRobertaTokenizer
 
+from bench.bench_speed import machine_description
 from modeling_xlmr import XLMRTokenizerFast
 from modeling_xlmr.sentencepiece_conversion import model_proto_from_tokenizer_json
 from tests.support.corpus import multilingual_corpus, real_tokenizer_json_path
 
 
-def time_pass(encode, batches: list[list[str]]) -> tuple[float, int]:
+def time_pass(encode, batches: list) -> tuple[float, int]:
     """Seconds for one pass over all batches, and the number of ids it produced."""
     start = time.perf_counter()
     tokens = sum(len(ids) for batch in batches for ids in encode(batch))
     return time.perf_counter() - start, tokens
 
 
-def best_times(candidates: dict, batches: list[list[str]], repeats: int) -> dict[str, tuple[float, int]]:
+def best_times(candidates: dict, repeats: int) -> dict[str, tuple[float, int]]:
     """Fastest pass of each candidate; passes are interleaved so that load changes hit all of them alike."""
     best = {name: (float("inf"), 0) for name in candidates}
     for _ in range(repeats):
-        for name, encode in candidates.items():
+        for name, (encode, batches) in candidates.items():
             best[name] = min(best[name], time_pass(encode, batches))
     return best
+
+
+def with_offsets(tokenizer):
+    def encode(batch):
+        encoded = tokenizer(batch, return_offsets_mapping=True)
+        assert len(encoded["offset_mapping"]) == len(batch)
+        return encoded["input_ids"]
+
+    return encode
+
+
+def with_words(tokenizer):
+    def encode(batch):
+        encoded = tokenizer(batch, is_split_into_words=True, return_offsets_mapping=True)
+        words = [encoded.word_ids(row) for row in range(len(batch))]
+        assert len(words) == len(encoded["offset_mapping"]) == len(batch)
+        return encoded["input_ids"]
+
+    return encode
+
+
+def compare(ours, stock, batches: list, **options) -> tuple[int, int, int]:
+    """(rows, rows with equal ids, rows with equal ids but different offsets or word ids)."""
+    rows = same_ids = different = 0
+    for batch in batches:
+        mine, theirs = (
+            ours(batch, return_offsets_mapping=True, **options),
+            stock(batch, return_offsets_mapping=True, **options),
+        )
+        for row in range(len(batch)):
+            rows += 1
+            if mine["input_ids"][row] != theirs["input_ids"][row]:
+                continue
+            same_ids += 1
+            spans_differ = mine["offset_mapping"][row] != theirs["offset_mapping"][row]
+            different += spans_differ or mine.word_ids(row) != theirs.word_ids(row)
+    return rows, same_ids, different
 
 
 def main() -> None:
@@ -56,6 +100,7 @@ def main() -> None:
     corpus = multilingual_corpus()
     lines = (corpus * (args.lines // len(corpus) + 1))[: args.lines]
     batches = [lines[i : i + args.batch_size] for i in range(0, len(lines), args.batch_size)]
+    word_batches = [[line.split() for line in batch] for batch in batches]
 
     tokenizer_json = real_tokenizer_json_path()
     with tempfile.TemporaryDirectory() as directory:
@@ -66,21 +111,36 @@ def main() -> None:
     processor = sentencepiece.SentencePieceProcessor(
         model_proto=model_proto_from_tokenizer_json(tokenizer_json).SerializeToString()
     )
+    ours(["warm-up"], return_offsets_mapping=True)  # the one-off character table is not part of a pass
 
-    candidates = {
-        "transformers XLMRobertaTokenizer": lambda batch: stock(batch)["input_ids"],
-        "XLMRTokenizerFast (ours)": lambda batch: ours(batch)["input_ids"],
-        "ours, with offsets": lambda batch: ours(batch, return_offsets_mapping=True)["input_ids"],
-        "ours, verify_with_sentencepiece=False": lambda batch: unverified(batch)["input_ids"],
-        "raw sentencepiece encode": processor.encode,
+    modes = {
+        "ids": (lambda tokenizer: lambda batch: tokenizer(batch)["input_ids"], batches),
+        "offsets": (with_offsets, batches),
+        "words": (with_words, word_batches),
     }
-    print(f"{len(lines)} lines, {sum(map(len, lines))} characters, batch size {args.batch_size}, {os.cpu_count()} CPUs")
-    results = best_times(candidates, batches, args.repeats)
-    reference_seconds = results["transformers XLMRobertaTokenizer"][0]
-    print(f"{'tokenizer':<38} {'lines/s':>10} {'tokens/s':>11} {'speed vs transformers':>22}")
+    candidates = {}
+    for mode, (wrap, inputs) in modes.items():
+        candidates[f"transformers XLMRobertaTokenizer, {mode}"] = (wrap(stock), inputs)
+        candidates[f"XLMRTokenizerFast (ours), {mode}"] = (wrap(ours), inputs)
+    candidates["ours, verify_with_sentencepiece=False, ids"] = (lambda batch: unverified(batch)["input_ids"], batches)
+    candidates["raw sentencepiece encode, ids"] = (processor.encode, batches)
+
+    print(machine_description())
+    print(f"{len(lines)} lines, {sum(map(len, lines))} characters, batch size {args.batch_size}")
+    results = best_times(candidates, args.repeats)
+    print(f"{'tokenizer, mode':<46} {'lines/s':>10} {'tokens/s':>11} {'vs transformers, same mode':>27}")
     for name, (seconds, tokens) in results.items():
-        ratio = reference_seconds / seconds
-        print(f"{name:<38} {len(lines) / seconds:>10.0f} {tokens / seconds:>11.0f} {ratio:>21.2f}x")
+        mode = name.rsplit(", ", 1)[1]
+        reference = results[f"transformers XLMRobertaTokenizer, {mode}"][0]
+        print(f"{name:<46} {len(lines) / seconds:>10.0f} {tokens / seconds:>11.0f} {reference / seconds:>26.2f}x")
+
+    for mode, inputs, options in (("offsets", batches, {}), ("words", word_batches, {"is_split_into_words": True})):
+        for reference_name, reference in (("transformers'", stock), ("our tokenizers pipeline's", unverified)):
+            rows, same, different = compare(ours, reference, inputs, **options)
+            print(
+                f"{mode}: ids equal to {reference_name} on {same} of {rows} lines; "
+                f"offsets or word ids differ on {different} of those"
+            )
 
 
 if __name__ == "__main__":

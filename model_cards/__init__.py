@@ -82,6 +82,31 @@ def nli_accuracy_result(
     )
 
 
+NER_TASK = {"task_type": "token-classification", "task_name": "Named Entity Recognition"}
+
+
+def ner_f1_result(
+    f1: float,
+    language: str | None,
+    dataset_name: str,
+    dataset_type: str,
+    split: str | None = "test",
+    metric_name: str | None = None,
+) -> EvalResult:
+    """One model-index entry: entity-level F1 on one language (dataset config) of an NER dataset, or on all
+    of them (`language` None)."""
+    return EvalResult(
+        **NER_TASK,
+        dataset_type=dataset_type,
+        dataset_name=dataset_name,
+        dataset_config=language,
+        dataset_split=split,
+        metric_type="f1",
+        metric_value=f1,
+        metric_name=metric_name,
+    )
+
+
 def card_data(variant: Mapping[str, Any], model_name: str, pipeline_tag: str) -> ModelCardData:
     """YAML metadata: languages, license, data set, tags, pipeline, library and the XNLI model-index."""
     eval_results = None
@@ -140,4 +165,12 @@ def render_model_card(
     return str(card)
 
 
-__all__ = ["EVALUATION_END", "EVALUATION_START", "languages", "nli_accuracy_result", "render_model_card", "variant_for"]
+__all__ = [
+    "EVALUATION_END",
+    "EVALUATION_START",
+    "languages",
+    "ner_f1_result",
+    "nli_accuracy_result",
+    "render_model_card",
+    "variant_for",
+]

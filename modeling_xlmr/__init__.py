@@ -7,6 +7,7 @@ tools built on them live in the sub-packages, each importing only the layers bel
     hub/        fairseq's interface, loading a repo, classification-head files, word alignment
     inference/  the batch engine: tokenize -> windows -> token-budget batches -> packed forward -> pool
     nli/        XNLI-style data, fine-tuning and evaluation
+    ray_data/   Ray Data: the predictor on an actor pool, `xlmr extract --engine ray` (the `ray` extra)
     cli/        the `xlmr` command, one module per sub-command
     common/     what the tools share: dtype names, atomic file writes, optional dependencies
 

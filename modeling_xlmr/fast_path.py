@@ -32,11 +32,17 @@ _ROWS_HINT = 1024
 _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 
 
-def fast_path_applies(layer: nn.Module, packed: PackedBatch | None) -> bool:
+def fast_path_applies(layer: nn.Module, hidden_states: torch.Tensor, packed: PackedBatch | None) -> bool:
     """The prepared kernels are used for packed inference only (training and autograd keep plain modules),
-    and only where they compute exactly what the layer's modules would (`prepared_weights_are_exact`)."""
+    and only where they compute exactly what the layer's modules would (`prepared_weights_are_exact`).
+    Under autocast (Trainer's `bf16=True` evaluation) each module picks its own dtype, which prepared
+    weights cannot follow, so the layer's modules run instead."""
     return (
-        packed is not None and not layer.training and not torch.is_grad_enabled() and prepared_weights_are_exact(layer)
+        packed is not None
+        and not layer.training
+        and not torch.is_grad_enabled()
+        and not torch.is_autocast_enabled(hidden_states.device.type)
+        and prepared_weights_are_exact(layer)
     )
 
 

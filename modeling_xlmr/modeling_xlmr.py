@@ -257,7 +257,7 @@ class XLMRLayer(GradientCheckpointingLayer):
         self.output = XLMROutput(config)
 
     def forward(self, hidden_states, attention_mask=None, packed=None, output_attentions=False):
-        if fast_path_applies(self, packed):  # packed inference: fused, prepacked kernels (fast_path.py)
+        if fast_path_applies(self, hidden_states, packed):  # packed inference: fused, prepacked kernels (fast_path.py)
             return fast_layer_forward(self, hidden_states, packed), None
         attention_output, attn_weights = self.attention(hidden_states, attention_mask, packed, output_attentions)
         layer_output = self.output(self.intermediate(attention_output), attention_output)

@@ -10,18 +10,23 @@ differences cannot be expressed with `tokenizers` components:
 
 It is also about ten times slower per text than sentencepiece's C++ encoder. So ids come from sentencepiece (plus
 the fairseq dictionary mapping and the added tokens such as "<mask>"), and the padded/truncated id rows that
-transformers reads are built from them directly. Everything else a `tokenizers.Encoding` offers (offsets, word ids,
-tokens, overflowing windows...) is computed by the `tokenizers` pipeline only when asked for, checked against
-sentencepiece's ids, and rebuilt from sentencepiece's pieces for the rare text where the two disagree.
+transformers reads are built from them directly, for texts and for pre-split words (`is_split_into_words`, each
+word encoded on its own as `tokenizers` does). Offsets, word ids, sequence ids, tokens and the special-tokens mask
+come from sentencepiece's pieces too (`sentencepiece_spans`) wherever its normalization maps the text character
+for character, which is exactly where their spans are what `tokenizers` would report. Everything else (those
+attributes for the other texts, overflowing windows, `char_to_token`...) is computed by the `tokenizers` pipeline
+only when asked for, checked against sentencepiece's ids, and rebuilt from sentencepiece's pieces for the rare
+text where the two disagree.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import re
 import threading
-from collections.abc import Callable
+from itertools import chain, islice
 from typing import Any
 
 import sentencepiece
@@ -32,6 +37,8 @@ from .sentencepiece_conversion import (
     FAIRSEQ_UNK_ID,
     renumbered_in_fairseq_order,
 )
+from .sentencepiece_rows import NativeRow, SentencePieceEncoding
+from .sentencepiece_spans import PieceSpans, word_index_of, words_spans
 
 # Rust's `char::is_whitespace` (Unicode White_Space), which `tokenizers` uses for an added token's lstrip/rstrip.
 _WHITESPACE = "[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*"
@@ -71,8 +78,12 @@ class SentencePieceReference:
 
     @functools.cached_property
     def normalizer(self) -> sentencepiece.SentencePieceNormalizer:
-        # only needed for the offsets of a text the pipeline gets wrong, which is rare
+        # needed for the offsets of a text the pipeline gets wrong (rare), and once for `piece_spans`' table
         return sentencepiece.SentencePieceNormalizer(model_proto=self.serialized_model)
+
+    @functools.cached_property
+    def piece_spans(self) -> PieceSpans:
+        return PieceSpans(self.fairseq_vocab, self.normalizer)
 
     def ids(self, texts: list[str]) -> list[list[int]]:
         if self.direct:
@@ -92,92 +103,6 @@ class SentencePieceReference:
             offsets.append((start + origin[position], start + origin[end]))
             position = end
         return pieces, offsets
-
-
-class SentencePieceEncoding:
-    """One row of a batch, standing in for a `tokenizers.Encoding`.
-
-    `ids`, `attention_mask` and `type_ids` (all transformers reads by default) are built from sentencepiece's ids.
-    Any other attribute (`offsets`, `word_ids`, `tokens`, `special_tokens_mask`, `overflowing`, `char_to_token`...)
-    comes from the full `tokenizers.Encoding`, made by `build` on first use, with the same ids (checked).
-    """
-
-    __slots__ = ("_build", "_encoding", "_pad_type_id", "_spans", "attention_mask", "ids", "n_sequences")
-
-    def __init__(
-        self,
-        ids: list[int],
-        attention_mask: list[int],
-        n_sequences: int,
-        pad_type_id: int,
-        build: Callable | None = None,
-    ):
-        self.ids, self.attention_mask, self.n_sequences = ids, attention_mask, n_sequences
-        self._pad_type_id, self._build, self._encoding, self._spans = pad_type_id, build, None, None
-
-    @classmethod
-    def wrap(cls, encoding: Encoding, spans: tuple | None) -> SentencePieceEncoding:
-        """An already built encoding, with the character spans of any sequence rebuilt from sentencepiece's pieces."""
-        row = cls(encoding.ids, encoding.attention_mask, encoding.n_sequences, 0)
-        row._encoding, row._spans = encoding, spans
-        return row
-
-    @classmethod
-    def padded(cls, ids: list[int], n_sequences: int, padding: dict | None, length: int | None, build: Callable):
-        """A row of `ids` padded to `length` as `padding` says (tokenizers' rules), built by `build` when needed."""
-        attention_mask, pad_type_id = [1] * len(ids), 0
-        if length is not None and length > len(ids):
-            missing, pad_type_id = length - len(ids), padding["pad_type_id"]
-            if padding["direction"] == "left":
-                ids, attention_mask = [padding["pad_id"]] * missing + ids, [0] * missing + attention_mask
-            else:
-                ids, attention_mask = ids + [padding["pad_id"]] * missing, attention_mask + [0] * missing
-        return cls(ids, attention_mask, n_sequences, pad_type_id, build)
-
-    @property
-    def encoding(self) -> Encoding:
-        if self._encoding is None:
-            encoding, self._spans = self._build()
-            if encoding.ids != self.ids:  # a bug in this module, never a property of the text
-                raise RuntimeError(f"XLMRTokenizerFast built two different encodings: {self.ids} vs {encoding.ids}")
-            self._encoding, self._build = encoding, None
-        return self._encoding
-
-    @property
-    def type_ids(self) -> list[int]:
-        if self._encoding is not None:
-            return self._encoding.type_ids
-        # XLM-R has one token type: every text token is 0, padding gets the pad type id
-        return [0 if real else self._pad_type_id for real in self.attention_mask]
-
-    @property
-    def offsets(self) -> list[tuple[int, int]]:
-        encoding = self.encoding
-        if self._spans is None:
-            return encoding.offsets
-        # Texts rebuilt from sentencepiece's pieces went through `tokenizers` as pre-split words: use their spans.
-        offsets = []
-        for offset, word, sequence in zip(encoding.offsets, encoding.word_ids, encoding.sequence_ids):
-            sequence_spans = self._spans[sequence] if sequence is not None else None
-            offsets.append(sequence_spans[word] if sequence_spans is not None and word is not None else offset)
-        return offsets
-
-    @property
-    def overflowing(self) -> list[SentencePieceEncoding]:
-        return [SentencePieceEncoding.wrap(window, self._spans) for window in self.encoding.overflowing]
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.encoding, name)
-
-    def __reduce__(self):  # pickles (DataLoader workers, datasets) as the plain `tokenizers.Encoding`
-        return (_same, (self.encoding,))
-
-
-def _same(value):
-    return value
 
 
 class SentencePieceBackend:
@@ -216,14 +141,25 @@ class SentencePieceBackend:
         return self.encode_batch([item], add_special_tokens=add_special_tokens, is_pretokenized=is_pretokenized)[0]
 
     def encode_batch(self, inputs, add_special_tokens: bool = True, is_pretokenized: bool = False):
-        backend = self._backend
-        if is_pretokenized:  # words chosen by the caller: sentencepiece has no equivalent to check against
-            return backend.encode_batch(inputs, add_special_tokens=add_special_tokens, is_pretokenized=True)
-        items = [
-            (item,) if isinstance(item, str) else tuple(text for text in item if text is not None) for item in inputs
-        ]
-        contents = iter(self._reference_ids([text for item in items for text in item])[0])
-        batch = _Batch(self, items, [[next(contents) for _ in item] for item in items], add_special_tokens)
+        if is_pretokenized:  # each text is a list of words, each word encoded on its own (as `tokenizers` does)
+            items = [tuple(item) if _is_word_pair(item) else (item,) for item in inputs]
+            words = [word for item in items for text in item for word in text]
+        else:
+            items = [
+                (item,) if isinstance(item, str) else tuple(text for text in item if text is not None)
+                for item in inputs
+            ]
+            words = [text for item in items for text in item]
+        word_ids, word_segments = self._reference_ids(words)
+        contents, segments = iter(word_ids), iter(word_segments)
+        if is_pretokenized:
+            parts = [[[next(contents) for _ in text] for text in item] for item in items]
+            segment_parts = [[[next(segments) for _ in text] for text in item] for item in items]
+        else:
+            parts = [[next(contents) for _ in item] for item in items]
+            segment_parts = [[next(segments) for _ in item] for item in items]
+        batch = _Batch(self, items, parts, add_special_tokens, segment_parts, is_pretokenized)
+        batch.has_added_tokens = any(segments is not None for segments in word_segments)
         # A template set by the user (not fairseq's) is applied by `tokenizers` itself.
         fast = batch.own_template
         rows = [_fast_ids(parts, add_special_tokens, batch.truncation) if fast else None for parts in batch.parts]
@@ -232,10 +168,12 @@ class SentencePieceBackend:
             rows[index] = SentencePieceEncoding.wrap(encoding, spans)
         batch.length = _padded_length(batch.padding, [len(row) for row in rows])
         batch.lazy_rows = [index for index, row in enumerate(rows) if isinstance(row, list)]
+        batch.row_lengths = [len(row) for row in rows]
         for index, row in enumerate(rows):
             if isinstance(row, list):
-                build = functools.partial(batch.build, index)
-                rows[index] = SentencePieceEncoding.padded(row, len(items[index]), batch.padding, batch.length, build)
+                rows[index] = SentencePieceEncoding.padded(
+                    row, len(items[index]), batch.padding, batch.length, batch, index
+                )
             elif batch.length is not None:
                 row.encoding.pad(batch.length, **_pad_arguments(batch.padding))
                 row.ids, row.attention_mask = row.encoding.ids, row.encoding.attention_mask
@@ -251,8 +189,11 @@ class SentencePieceBackend:
             return []
         backend, results = self._backend, {}
         inputs = [batch.items[index][0] if len(batch.items[index]) == 1 else batch.items[index] for index in indices]
+        pretokenized = batch.pretokenized
         with self._lock, _backend_settings(backend, batch.truncation, batch.split_special_tokens):
-            encodings = backend.encode_batch(inputs, add_special_tokens=batch.add_special_tokens)
+            encodings = backend.encode_batch(
+                inputs, add_special_tokens=batch.add_special_tokens, is_pretokenized=pretokenized
+            )
             doubtful = []  # truncated (the visible ids say nothing of the rest) or not the expected ids
             for position, (index, encoding) in enumerate(zip(indices, encodings)):
                 if batch.own_template and encoding.ids == _fast_ids(batch.parts[index], batch.add_special_tokens, None):
@@ -262,7 +203,9 @@ class SentencePieceBackend:
             untruncated = []
             if doubtful:
                 with _backend_settings(backend, None, batch.split_special_tokens):
-                    untruncated = backend.encode_batch([inputs[p] for p in doubtful], add_special_tokens=False)
+                    untruncated = backend.encode_batch(
+                        [inputs[p] for p in doubtful], add_special_tokens=False, is_pretokenized=pretokenized
+                    )
             for position, whole in zip(doubtful, untruncated):
                 index = indices[position]
                 parts = batch.parts[index]
@@ -272,28 +215,29 @@ class SentencePieceBackend:
                     results[index] = (encodings[position], None)
                 else:
                     item = batch.items[index]
-                    results[index] = self._encode_from_pieces(item, batch.add_special_tokens, batch.truncation)
+                    results[index] = self._encode_from_pieces(
+                        item, batch.add_special_tokens, batch.truncation, pretokenized
+                    )
         return [results[index] for index in indices]
 
-    def _reference_ids(self, texts: list[str]) -> tuple[list[list[int]], list[list]]:
-        """fairseq's ids of each text (added tokens such as "<mask>" kept whole), and the text's parts."""
+    def _reference_ids(self, texts: list[str]) -> tuple[list[list[int]], list[list | None]]:
+        """fairseq's ids of each text (added tokens such as "<mask>" kept whole), and the text's parts: None for a
+        text without added tokens (most), else (start, end, added token id or None) for each part."""
         pattern, token_ids, quick_test = self._added_tokens_pattern()
+        if quick_test is None:
+            return self._reference.ids(texts), [None] * len(texts)
         segments = [
-            _split_added_tokens(text, pattern, token_ids)
-            if quick_test is not None and quick_test.search(text)  # cheap test first: most texts have none
-            else [(0, len(text), None)]
-            for text in texts
+            _split_added_tokens(text, pattern, token_ids) if quick_test.search(text) else None for text in texts
         ]
-        plain = [
-            text[start:end]
-            for text, parts in zip(texts, segments)
-            for start, end, token_id in parts
-            if token_id is None
-        ]
+        if not any(segments):
+            return self._reference.ids(texts), segments
+        plain = []
+        for text, parts in zip(texts, segments):
+            plain += [text] if parts is None else [text[start:end] for start, end, added in parts if added is None]
         plain_ids = iter(self._reference.ids(plain))
         expected = []
         for parts in segments:
-            if len(parts) == 1 and parts[0][2] is None:
+            if parts is None:
                 expected.append(next(plain_ids))
                 continue
             ids = []
@@ -302,21 +246,31 @@ class SentencePieceBackend:
             expected.append(ids)
         return expected, segments
 
-    def _encode_from_pieces(self, pair, add_special_tokens, truncation):
-        """The item spelled with sentencepiece's pieces (the pipeline disagrees with it), and each piece's span."""
+    def _encode_from_pieces(self, pair, add_special_tokens, truncation, pretokenized: bool = False):
+        """The item spelled with sentencepiece's pieces (the pipeline disagrees with it), and for each text the span
+        (in its text, or in its word for pre-split words) and the word of each piece: the pre-split word, else a
+        new word at every piece starting with "▁" and around added tokens (as `tokenizers`' pre-tokenizer splits)."""
         words, spans = [], []
         for text in pair:
-            text_words, text_spans = [], []
-            for start, end, token_id in self._reference_ids([text])[1][0]:
-                if token_id is None:
-                    pieces, offsets = self._reference.pieces_with_offsets(text[start:end], start)
+            text_words, text_spans, word_ids = [], [], []
+            for word_index, word in enumerate(text if pretokenized else [text]):
+                after_added = False
+                for start, end, token_id in self._reference_ids([word])[1][0] or [(0, len(word), None)]:
+                    if token_id is None:
+                        pieces, offsets = self._reference.pieces_with_offsets(word[start:end], start)
+                    else:
+                        pieces, offsets = [self._backend.id_to_token(token_id)], [(start, end)]
+                    for piece in pieces:
+                        if pretokenized:
+                            word_ids.append(word_index)
+                        else:
+                            new = token_id is not None or after_added or piece.startswith("\u2581")
+                            word_ids.append(word_ids[-1] + new if word_ids else 0)
+                        after_added = token_id is not None
                     text_words += pieces
                     text_spans += offsets
-                else:
-                    text_words.append(self._backend.id_to_token(token_id))
-                    text_spans.append((start, end))
             words.append(text_words)
-            spans.append(text_spans)
+            spans.append((text_spans, word_ids))
         vocab = self._backend.get_vocab(with_added_tokens=True)
         if self._word_level is None or self._word_level.get_vocab_size() != len(vocab):
             # each piece is a word mapped whole to its fairseq id; the template and truncation are the backend's
@@ -355,27 +309,105 @@ class SentencePieceBackend:
 class _Batch:
     """What one `encode_batch` call was asked, kept so its rows can be built by `tokenizers` later, all at once."""
 
-    def __init__(self, backend: SentencePieceBackend, items: list[tuple], parts: list[list], add_special_tokens: bool):
+    def __init__(
+        self,
+        backend: SentencePieceBackend,
+        items: list[tuple],
+        parts: list[list],
+        add_special_tokens: bool,
+        segments: list[list],
+        pretokenized: bool = False,
+    ):
         tokenizer = backend._backend
-        self.backend, self.items, self.parts, self.add_special_tokens = backend, items, parts, add_special_tokens
+        self.backend, self.items, self.add_special_tokens = backend, items, add_special_tokens
+        self.pretokenized, self.word_parts, self.segments = pretokenized, parts, segments
+        # each text's ids (pre-split words: its words' ids, in order)
+        self.parts = [[list(chain.from_iterable(text)) for text in item] for item in parts] if pretokenized else parts
         self.truncation, self.padding = tokenizer.truncation, tokenizer.padding
         self.split_special_tokens = tokenizer.encode_special_tokens
         self.own_template = (
             not add_special_tokens or _template_state(tokenizer.post_processor) == backend._template_state
         )
-        self.length, self.lazy_rows = None, []
-        self._encodings = None
+        self.length, self.lazy_rows, self.row_lengths = None, [], []
+        self.native_failed: list[int] = []
+        self.has_added_tokens = True  # until the caller knows better
+        self._natives: dict[int, NativeRow] | None = None
+        self._encodings: dict[int, tuple] = {}
+
+    def native(self, index: int) -> NativeRow | None:
+        """Row `index`'s per-token attributes from sentencepiece's pieces, None if one of its texts (or words) holds
+        an added token or is not normalized character for character (`tokenizers` then builds the row). The first
+        call does every lazy row of the batch at once."""
+        if self._natives is None:
+            with _collector_paused():
+                self._natives = self._all_natives()
+        native = self._natives.get(index)
+        if native is None:
+            self.native_failed.append(index)
+        return native
+
+    def _all_natives(self) -> dict[int, NativeRow]:
+        spans_of = self.backend._reference.piece_spans
+        rows = self.lazy_rows
+        if self.has_added_tokens:
+            rows = [row for row in rows if not _has_added_tokens(self.segments[row], self.pretokenized)]
+        texts = [text for row in rows for text in self.items[row]]
+        text_ids = [ids for row in rows for ids in self.word_parts[row]]
+        if self.pretokenized:  # one check for every word of the batch, else row by row
+            words, word_ids = list(chain.from_iterable(texts)), list(chain.from_iterable(text_ids))
+            flat = spans_of.flat_spans(words, word_ids)
+            if flat is not None:
+                pieces = iter(flat)
+                spans = [list(islice(pieces, sum(map(len, ids)))) for ids in text_ids]
+            else:
+                spans = [words_spans(spans_of, text, ids) for text, ids in zip(texts, text_ids)]
+            words_of = [functools.partial(word_index_of, ids) for ids in text_ids]
+            ids_of = [list(chain.from_iterable(ids)) for ids in text_ids]
+        else:
+            spans, ids_of = spans_of.spans_of_each(texts, text_ids), text_ids
+            words_of = [functools.partial(spans_of.word_ids, ids) for ids in text_ids]
+        sequences = iter(zip(ids_of, spans, words_of))
+        side = self.truncation["direction"] if self.truncation else "right"
+        special = 2 if self.add_special_tokens else 0
+        natives = {}
+        for row in rows:
+            row_sequences = [next(sequences) for _ in self.items[row]]
+            if any(row_spans is None for _, row_spans, _ in row_sequences):
+                continue
+            padding = (0, "right", "")
+            if self.length is not None:
+                padding = (self.length - self.row_lengths[row], self.padding["direction"], self.padding["pad_token"])
+            kept = self.row_lengths[row] - special
+            tokens = spans_of.tokens
+            natives[row] = NativeRow.assemble(row_sequences, kept, side, self.add_special_tokens, tokens, padding)
+        return natives
 
     def build(self, index: int) -> tuple[Encoding, tuple | None]:
-        """Row `index`'s encoding, padded as the call asked; the first call builds every lazy row of the batch."""
-        if self._encodings is None:
-            self._encodings = dict(
-                zip(range(len(self.items)), self.backend._build_encodings(self, range(len(self.items))))
-            )
-            if self.length is not None:
-                for encoding, _ in self._encodings.values():
+        """Row `index`'s encoding, padded as the call asked. Built together with the batch's other rows that need
+        one: every row `native` could not do (for a row it could not do), else every lazy row (a caller reading
+        `char_to_token` and the like of one row usually reads them of all)."""
+        if index not in self._encodings:
+            wanted = self.native_failed if index in self.native_failed else self.lazy_rows
+            wanted = [row for row in wanted if row not in self._encodings]
+            for row, (encoding, spans) in zip(wanted, self.backend._build_encodings(self, wanted)):
+                if self.length is not None:
                     encoding.pad(self.length, **_pad_arguments(self.padding))
+                self._encodings[row] = (encoding, spans)
         return self._encodings[index]
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """Python's cycle collector off while a batch's spans are made: they are a burst of small tuples and lists that
+    hold no cycles, and each collection the burst would trigger walks every young container (measured: most of the
+    cost of `return_offsets_mapping`). Restored as it was, also on error."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 @contextlib.contextmanager
@@ -416,6 +448,18 @@ def _fast_ids(parts: list[list[int]], add_special_tokens: bool, truncation: dict
         return None  # pairs, overflow strides and errors are `tokenizers`' to decide
     kept = parts[0][:budget] if truncation["direction"] == "right" else parts[0][len(parts[0]) - budget :]
     return [0, *kept, 2] if add_special_tokens else kept
+
+
+def _has_added_tokens(segments: list, pretokenized: bool) -> bool:
+    """Whether a row's texts (or their words) hold an added token such as "<mask>": such rows are `tokenizers`'."""
+    if pretokenized:
+        return any(any(word_segments) for word_segments in segments)
+    return any(text_segments is not None for text_segments in segments)
+
+
+def _is_word_pair(item) -> bool:
+    """Whether a pre-split input is a pair of word lists (else it is one list of words)."""
+    return len(item) == 2 and all(isinstance(text, (list, tuple)) for text in item)
 
 
 def _padded_length(padding: dict | None, lengths: list[int]) -> int | None:

@@ -5,7 +5,6 @@ compile. Every case is compared with the padded path (or stock transformers) on 
 from __future__ import annotations
 
 import copy
-import tempfile
 
 import pytest
 import torch
@@ -149,6 +148,15 @@ def test_replaced_hooked_or_parametrized_linears_step_aside(model, spy, change):
     with torch.no_grad():
         unchanged = model(input_ids, attention_mask=mask, unpad_inputs=False).last_hidden_state
     assert (real(padded, mask) - real(unchanged, mask)).abs().max() > 1e-3
+
+
+def test_autocast_packs_but_runs_the_modules_and_matches_the_padded_path(model, spy):
+    """Trainer's `bf16=True` evaluation runs under CPU autocast, where each module picks its own dtype."""
+    input_ids, mask = random_padded_batch(LENGTHS, 120)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        padded, default = padded_and_default(model, input_ids, mask)
+    assert spy.packed == 1 and spy.prepared == 0
+    torch.testing.assert_close(real(default, mask), real(padded, mask), atol=1e-6, rtol=0)
 
 
 class _Halved(nn.Module):

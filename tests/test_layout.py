@@ -24,14 +24,22 @@ ALLOWED = {
     "modeling_xlmr.common": set(),
     "modeling_xlmr.inference": {"modeling_xlmr (root)", "modeling_xlmr.common"},
     "modeling_xlmr.hub": {"modeling_xlmr (root)", "modeling_xlmr.common", "modeling_xlmr.inference"},
+    "modeling_xlmr.training": {"modeling_xlmr (root)", "modeling_xlmr.common", "modeling_xlmr.hub", "model_cards"},
     "modeling_xlmr.nli": {
-        "modeling_xlmr (root)", "modeling_xlmr.common", "modeling_xlmr.inference", "modeling_xlmr.hub", "model_cards",
+        "modeling_xlmr (root)", "modeling_xlmr.common", "modeling_xlmr.inference", "modeling_xlmr.hub",
+        "modeling_xlmr.training", "model_cards",
     },
+    "modeling_xlmr.ner": {
+        "modeling_xlmr (root)", "modeling_xlmr.common", "modeling_xlmr.inference", "modeling_xlmr.hub",
+        "modeling_xlmr.training", "model_cards",
+    },
+    "modeling_xlmr.ray_data": {"modeling_xlmr (root)", "modeling_xlmr.common", "modeling_xlmr.inference", "modeling_xlmr.hub"},
     "model_cards": set(),
     "conversion": {"modeling_xlmr (root)", "modeling_xlmr.common", "modeling_xlmr.hub", "model_cards"},
     "modeling_xlmr.cli": {
         "modeling_xlmr (root)", "modeling_xlmr.common", "modeling_xlmr.inference", "modeling_xlmr.hub",
-        "modeling_xlmr.nli", "conversion", "model_cards",
+        "modeling_xlmr.training", "modeling_xlmr.nli", "modeling_xlmr.ner", "modeling_xlmr.ray_data", "conversion",
+        "model_cards",
     },
 }  # fmt: skip
 

@@ -16,13 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-from conversion import convert_fairseq_checkpoint
 from conversion.synthetic import pack_fairseq_archive
 from conversion.verification import VerificationReport, max_abs_difference
 from modeling_xlmr import XLMRForSequenceClassification, XLMRHubInterface
 from modeling_xlmr.configuration_xlmr import remote_code_files
 from tests.support.cli import assert_nothing_written, assert_one_line_error, run_xlmr
-from tests.support.models import build_tiny_repo, fast_stock_tokenizer
+from tests.support.models import build_tiny_repo
 from tests.support.processes import REPO_ROOT
 
 LABELS = {0: "entailment", 1: "neutral", 2: "contradiction"}
@@ -188,7 +187,11 @@ def test_finetune_refuses_to_write_over_its_model_or_a_used_directory(tiny_model
 def test_staging_left_by_a_killed_conversion_is_cleaned_by_the_next_one(tmp_path, fairseq_checkpoint, capsys):
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(finished.stdout)  # that process has exited
-    abandoned = [tmp_path / f".out.partial-{dead_pid}-abcd", tmp_path / f".out.source-{dead_pid}-efgh"]
+    abandoned = [
+        tmp_path / f".out.partial-{dead_pid}-abcd",
+        tmp_path / f".out.source-{dead_pid}-efgh",
+        tmp_path / ".out.partial-k2j3h4x_",  # named by an earlier version, without a process id
+    ]
     in_use = tmp_path / f".out.partial-{os.getpid()}-live"  # a live process's: not ours to remove
     for directory in [*abandoned, in_use]:
         directory.mkdir()

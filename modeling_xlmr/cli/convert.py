@@ -39,36 +39,39 @@ def _interrupt_on_sigterm():
 
 def run_convert(args: argparse.Namespace) -> int:
     from conversion.adopt import is_transformers_repo
-    from conversion.convert import convert_fairseq_checkpoint
     from conversion.hub import push_to_hub
 
-    if is_transformers_repo(args.source):
-        return _adopt(args, push_to_hub)
+    with _interrupt_on_sigterm():
+        output = _adopt(args) if is_transformers_repo(args.source) else _convert_fairseq(args)
+    print(output)
+    if args.push_to_hub:
+        return _push(output, args.push_to_hub, args, push_to_hub)
+    return 0
+
+
+def _convert_fairseq(args: argparse.Namespace):
+    from conversion.convert import convert_fairseq_checkpoint
+
     if _sentence_settings(args) is not None or args.base_model:
         raise ValueError(
             "--pooling/--normalize/--prompt/--default-prompt/--max-seq-length/--base-model apply to a transformers "
             f"repo as SRC; {args.source} is a fairseq checkpoint."
         )
-    with _interrupt_on_sigterm():
-        result = convert_fairseq_checkpoint(
-            args.source,
-            args.output,
-            checkpoint_file=args.checkpoint_file,
-            head=args.head,
-            labels=args.labels,
-            dtype=args.dtype,
-            overwrite=args.overwrite,
-            force=args.force,
-            repo_id=args.push_to_hub,
-            log=_stderr,
-        )
-    print(result.output)
-    if args.push_to_hub:
-        return _push(result.output, args.push_to_hub, args, push_to_hub)
-    return 0
+    return convert_fairseq_checkpoint(
+        args.source,
+        args.output,
+        checkpoint_file=args.checkpoint_file,
+        head=args.head,
+        labels=args.labels,
+        dtype=args.dtype,
+        overwrite=args.overwrite,
+        force=args.force,
+        repo_id=args.push_to_hub,
+        log=_stderr,
+    ).output
 
 
-def _adopt(args: argparse.Namespace, push_to_hub) -> int:
+def _adopt(args: argparse.Namespace):
     from conversion.adopt import adopt_transformers_repo
 
     if args.head or args.labels or args.dtype != "fp32" or args.checkpoint_file != CHECKPOINT_FILE:
@@ -76,20 +79,15 @@ def _adopt(args: argparse.Namespace, push_to_hub) -> int:
             f"{args.source} is a transformers repo: its weights are kept as they are, so --head, --labels, --dtype "
             "and --checkpoint-file do not apply."
         )
-    with _interrupt_on_sigterm():
-        result = adopt_transformers_repo(
-            args.source,
-            args.output,
-            sentence_settings=_sentence_settings(args),
-            base_model=args.base_model,
-            overwrite=args.overwrite,
-            force=args.force,
-            log=_stderr,
-        )
-    print(result.output)
-    if args.push_to_hub:
-        return _push(result.output, args.push_to_hub, args, push_to_hub)
-    return 0
+    return adopt_transformers_repo(
+        args.source,
+        args.output,
+        sentence_settings=_sentence_settings(args),
+        base_model=args.base_model,
+        overwrite=args.overwrite,
+        force=args.force,
+        log=_stderr,
+    ).output
 
 
 def _sentence_settings(args: argparse.Namespace):

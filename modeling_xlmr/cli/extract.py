@@ -2,6 +2,7 @@
 
     xlmr extract --model DIR_OR_HUB_ID --input texts.txt --output vectors.npy --pooling mean --dtype bf16
     xlmr classify --model DIR_OR_HUB_ID --input docs.jsonl --field body --output labels.jsonl
+    xlmr classify --task ner --model NER_MODEL --input texts.txt --output entities.jsonl
     accelerate launch --multi_gpu --num_processes 2 -m modeling_xlmr.cli extract --model M --input big.txt --output big.npy
 
 Under `accelerate launch` each process takes a contiguous slice of the input (Accelerate's
@@ -20,8 +21,8 @@ import sys
 import numpy as np
 
 from ..common.dtypes import parse_dtype
-from ..inference import batching, records
-from ..inference.engine import CLASSIFY_LONG_TEXT
+from ..inference import batching, records, sources
+from . import sharded
 
 
 def add_subcommands(subparsers) -> None:
@@ -30,7 +31,9 @@ def add_subcommands(subparsers) -> None:
         help="one embedding per input text (.npy, .safetensors or .jsonl)",
         description="Embed every text of --input with an XLM-R model and write one vector per text, in input order.",
     )
-    _add_common_options(extract, output_help="output file: .npy, .safetensors (key 'embeddings') or .jsonl")
+    _add_common_options(
+        extract, output_help="output: .npy, .safetensors (key 'embeddings'), .jsonl, or a directory/ of parquet shards"
+    )
     extract.add_argument(
         "--pooling",
         choices=batching.POOLINGS,
@@ -49,26 +52,44 @@ def add_subcommands(subparsers) -> None:
         default="error",
         help="texts over 512 tokens: fail, keep the first 510 tokens, or pool overlapping windows",
     )
+    sharded.add_options(extract, "extract")
     extract.set_defaults(func=run_extract)
 
     classify = subparsers.add_parser(
         "classify",
-        help="label every input text with a sequence-classification model (.jsonl)",
-        description="Classify every text of --input; writes {label, score, probabilities} per line, in input order.",
+        help="label every input text (.jsonl): sequence classification, or named entities with --task ner",
+        description="Classify every text of --input; writes {label, score, probabilities} per line, in input order. "
+        "With --task ner: {text, words, tags (one per word), entities (type, text, start, end)} per line.",
     )
-    _add_common_options(classify, output_help="output .jsonl file")
+    _add_common_options(classify, output_help="output: a .jsonl file, or a directory/ of parquet shards")
+    classify.add_argument(
+        "--task", choices=("sequence", "ner"), default="sequence", help="one label per text, or one tag per word"
+    )
     classify.add_argument("--head", help="classification head name (default: the model's own classifier)")
-    classify.add_argument("--long-text", choices=CLASSIFY_LONG_TEXT, default="error", help="texts over 512 tokens")
+    classify.add_argument(
+        "--long-text",
+        choices=("error", "truncate", "chunk"),
+        help="texts over the model's length: fail, keep the first tokens (sequence), or tag window by window "
+        "(ner); default: error for sequence, chunk for ner",
+    )
+    classify.add_argument("--tokens-field", default="tokens", help="ner: .jsonl field holding a list of words")
+    classify.add_argument("--max-length", type=int, help="ner: tokens per window (default: the model's maximum)")
+    classify.add_argument("--stride", type=int, default=128, help="ner: pieces consecutive windows share")
+    sharded.add_options(classify, "classify")
     classify.set_defaults(func=run_classify)
 
 
 def _add_common_options(parser: argparse.ArgumentParser, output_help: str) -> None:
     parser.add_argument("--model", required=True, help="converted or stock XLM-R repo: local directory or Hub id")
-    parser.add_argument("--input", required=True, help="texts: .txt (one per line), .jsonl, or - for stdin")
+    parser.add_argument(
+        "--input",
+        required=True,
+        help="texts: .txt (one per line), .jsonl, .csv, .tsv, .parquet, a glob or directory of them, or - (stdin)",
+    )
     parser.add_argument("--output", required=True, help=output_help)
-    parser.add_argument("--input-format", choices=records.INPUT_FORMATS, help="default: from the input's suffix")
-    parser.add_argument("--field", default="text", help="text field of .jsonl records (default: text)")
-    parser.add_argument("--id-field", default="id", help="id field of .jsonl records copied to .jsonl outputs")
+    parser.add_argument("--input-format", choices=sources.FORMATS, help="default: from the input's suffix")
+    parser.add_argument("--field", default="text", help="text field or column (default: text)")
+    parser.add_argument("--id-field", default="id", help="id field or column copied to the output (default: id)")
     parser.add_argument("--revision", help="Hub revision (branch, tag or commit)")
     parser.add_argument(
         "--trust-remote-code",
@@ -93,20 +114,17 @@ def _add_common_options(parser: argparse.ArgumentParser, output_help: str) -> No
 
 
 def run_extract(args: argparse.Namespace) -> int:
+    if sharded.wanted(args):
+        return sharded.run(args, _load_for, _head)
     suffix = records.check_output(args.output, records.EMBEDDING_OUTPUTS)
     inputs, state, repo = _prepare(args)
     engine = _engine(repo)
-
-    settings = repo.sentence_settings
-    prompt = settings.prompt(args.prompt, args.prompt_name)
+    options = embedding_options(args, repo.sentence_settings)
 
     def embed(texts: list[str]) -> np.ndarray:
         return engine.embed(
             texts,
-            pooling=settings.pooling if args.pooling is None else args.pooling,
-            normalize=settings.normalize if args.normalize is None else args.normalize,
-            prompt=prompt,
-            max_length=settings.max_length,
+            **options,
             max_tokens_per_batch=args.max_tokens_per_batch,
             long_text=args.long_text,
             progress=_show_progress(args, state),
@@ -120,6 +138,16 @@ def run_extract(args: argparse.Namespace) -> int:
 
 
 def run_classify(args: argparse.Namespace) -> int:
+    if args.task == "ner":
+        if sharded.wanted(args):
+            raise ValueError("--task ner writes a .jsonl file (one row per input); a directory output is for labels.")
+        records.check_output(args.output, (".jsonl",))
+        return _run_classify_ner(args)
+    if args.long_text == "chunk":
+        raise ValueError("--long-text chunk tags words window by window: it is for --task ner.")
+    args.long_text = args.long_text or "error"
+    if sharded.wanted(args):
+        return sharded.run(args, _load_for, _head)
     records.check_output(args.output, (".jsonl",))
     inputs, state, repo = _prepare(args)
     engine = _engine(repo)
@@ -139,6 +167,32 @@ def run_classify(args: argparse.Namespace) -> int:
     if state.is_main_process:
         results = [result for part in parts for result in part]
         records.write_classifications(args.output, results, inputs.ids, inputs.id_field)
+    return 0
+
+
+def _run_classify_ner(args: argparse.Namespace) -> int:
+    from ..ner.prediction import NERPredictor, load_ner_model, read_ner_inputs, write_ner_predictions
+
+    dtype = parse_dtype(args.dtype)
+    fmt = records.input_format(args.input, args.input_format)
+    inputs = read_ner_inputs(args.input, fmt, args.field, args.tokens_field, args.id_field)
+    _check_device(args.device)
+    state = _process_state(args.device)
+    try:
+        model, tokenizer = load_ner_model(
+            args.model, args.device or state.device, dtype, args.revision, args.trust_remote_code
+        )
+    except OSError as error:
+        raise OSError(
+            f"cannot load model: {str(error).strip().splitlines()[0] if str(error).strip() else error}"
+        ) from error
+    predictor = NERPredictor(
+        model, tokenizer, args.max_length, args.stride, args.max_tokens_per_batch, args.long_text or "chunk"
+    )
+    parts = _run_in_slices(args, state, inputs.items, predictor.predict)
+    if state.is_main_process:
+        rows = [row for part in parts for row in part]
+        write_ner_predictions(args.output, rows, inputs.ids, inputs.id_field)
     return 0
 
 
@@ -174,18 +228,33 @@ def _run_in_slices(args: argparse.Namespace, state, texts: list[str], compute) -
 
 def _prepare(args: argparse.Namespace):
     """Check every option and read the input before paying for the model."""
-    dtype = parse_dtype(args.dtype)
+    parse_dtype(args.dtype)  # an unknown name fails before the input is read
     if args.max_tokens_per_batch < 1:
         raise ValueError(f"--max-tokens-per-batch must be positive, got {args.max_tokens_per_batch}.")
     inputs = records.read_records(
         args.input, records.input_format(args.input, args.input_format), args.field, args.id_field
     )
+    return (inputs, *_load_for(args))
 
+
+def _load_for(args: argparse.Namespace):
+    """(this process's Accelerate state, the repo as --model/--revision/--dtype/--device say)."""
     _check_device(args.device)
     state = _process_state(args.device)
     device_map = args.device or state.device
+    dtype = parse_dtype(args.dtype)
     _check_int8(dtype, device_map)
-    return inputs, state, _load(args.model, device_map, dtype, args.revision, args.trust_remote_code)
+    return state, _load(args.model, device_map, dtype, args.revision, args.trust_remote_code)
+
+
+def embedding_options(args: argparse.Namespace, settings) -> dict:
+    """Pooling, normalisation, prompt and length limit: the options given, else the repo's sentence settings."""
+    return {
+        "pooling": settings.pooling if args.pooling is None else args.pooling,
+        "normalize": settings.normalize if args.normalize is None else args.normalize,
+        "prompt": settings.prompt(args.prompt, args.prompt_name),
+        "max_length": settings.max_length,
+    }
 
 
 def _check_device(device: str | None) -> None:
@@ -236,7 +305,7 @@ def _process_state(device: str | None):
     return PartialState(cpu=cpu)
 
 
-def _load(model: str, device_map, dtype, revision: str | None, trust_remote_code: bool):
+def _load(model: str, device_map, dtype, revision: str | None, trust_remote_code: bool = False):
     from transformers.utils import logging
 
     from ..hub.loading import load_repo

@@ -1,4 +1,5 @@
-"""`xlmr finetune` and `xlmr evaluate`: XNLI-style sentence-pair classification with Transformers' `Trainer`."""
+"""`xlmr finetune` and `xlmr evaluate`: XNLI-style sentence-pair classification (`--task nli`, the default) and
+named-entity recognition (`--task ner`) with Transformers' `Trainer`."""
 
 from __future__ import annotations
 
@@ -15,8 +16,19 @@ Cross-lingual transfer and translate-train-all are just data options:
     xlmr finetune --model xlmr.base --output-dir xnli-all --train-file multinli.train.*.tsv \\
         --eval-file xnli.test.tsv
 
-Runs unchanged under `accelerate launch` (DDP). Needs the `finetune` extra (datasets).
+Named entities (--task ner) from CoNLL files or tokens/ner_tags tables, e.g. the paper's cross-lingual CoNLL:
+
+    xlmr finetune --task ner --model xlmr.base --output-dir ner-en --train-file eng.train \
+        --eval-file eng.testb ned.testb esp.testb deu.testb
+
+Runs unchanged under `accelerate launch` (DDP). Needs the `finetune` extra (datasets); NER also needs the `ner`
+extra (seqeval) and --lora the `lora` extra (peft).
 """
+
+TASK_DEFAULTS = {  # what the model-index results are filed under, unless --dataset-type/--dataset-name say
+    "nli": {"dataset_type": "xnli", "dataset_name": "XNLI"},
+    "ner": {"dataset_type": "wikiann", "dataset_name": "WikiANN"},
+}
 
 
 def add_subcommands(subparsers) -> None:
@@ -28,17 +40,20 @@ def add_subcommands(subparsers) -> None:
     )
     _add_model_and_data_options(finetune, training=True)
     _add_training_options(finetune)
+    _add_lora_options(finetune)
     _add_report_options(finetune, training=True)
     finetune.set_defaults(func=run_finetune)
 
     evaluate = subparsers.add_parser(
         "evaluate",
-        help="accuracy per language (and average) of an NLI model, as a markdown table and JSON",
-        description="Evaluate a sequence-pair classifier per language, like the seed's XNLI table.",
+        help="accuracy (NLI) or entity F1 (NER) per language and averaged, as a markdown table and JSON",
+        description="Evaluate a sequence-pair classifier (XNLI table) or an NER model (the paper's NER table) "
+        "per language.",
     )
     _add_model_and_data_options(evaluate, training=False)
     evaluate.add_argument(
-        "--output-dir", help="write eval_results.json, all_results.json and nli_accuracy.json/.md here"
+        "--output-dir",
+        help="write eval_results.json, all_results.json and the table (nli_accuracy / ner_f1 .json/.md) here",
     )
     evaluate.add_argument("--per-device-eval-batch-size", type=int, default=64)
     evaluate.add_argument("--bf16", action="store_true", help="evaluate in bfloat16")
@@ -49,6 +64,7 @@ def add_subcommands(subparsers) -> None:
 
 
 def _add_model_and_data_options(parser: argparse.ArgumentParser, training: bool) -> None:
+    parser.add_argument("--task", choices=("nli", "ner"), default="nli", help="sentence pairs or named entities")
     parser.add_argument("--model", required=True, help="converted XLM-R directory or any XLM-R repo")
     parser.add_argument(
         "--trust-remote-code",
@@ -56,8 +72,9 @@ def _add_model_and_data_options(parser: argparse.ArgumentParser, training: bool)
         help="let a repo's own tokenizer code run (never needed for this package's repos or stock XLM-R)",
     )
     files_help = (
-        "data file(s): .jsonl/.json/.csv/.tsv/.parquet; prefix LANG= to tag a file without a language "
-        "column (fr=xnli.test.fr.jsonl); XNLI-MT names (multinli.train.fr.tsv) tag themselves"
+        "data file(s): NLI .jsonl/.json/.csv/.tsv/.parquet, NER CoNLL (any extension) or .jsonl/.json/.parquet "
+        "with tokens/ner_tags; prefix LANG= to tag a file without a language column (fr=xnli.test.fr.jsonl); "
+        "XNLI-MT names (multinli.train.fr.tsv), CoNLL names (ned.testb) and WikiANN's lang: prefix tag themselves"
     )
     if training:
         parser.add_argument("--output-dir", required=True, help="where checkpoints and the final model go")
@@ -69,17 +86,31 @@ def _add_model_and_data_options(parser: argparse.ArgumentParser, training: bool)
         parser.add_argument("--train-file", nargs="+", action="extend", required=True, help=files_help)
         parser.add_argument("--eval-file", nargs="+", action="extend", default=[], help=files_help)
         parser.add_argument("--train-languages", type=_language_list, help="keep only these training languages")
+        parser.add_argument(
+            "--label-all-pieces",
+            action="store_true",
+            help="NER: train every piece of a word (the I- tag after the first) instead of the first piece only",
+        )
     else:
         parser.add_argument("--eval-file", nargs="+", action="extend", required=True, help=files_help)
     parser.add_argument("--eval-languages", type=_language_list, help="keep only these evaluation languages (en,fr)")
-    for role in ("premise", "hypothesis", "label", "language"):
+    for role in ("premise", "hypothesis", "label", "language", "tokens", "tags"):
         parser.add_argument(f"--{role}-column", help=f"name of the {role} column (default: the usual names)")
     parser.add_argument(
         "--labels",
         type=_language_list,
-        help="label names in id order (default: the model's id2label, else entailment,neutral,contradiction)",
+        help="label names in id order (default: the model's id2label, else NLI: entailment,neutral,contradiction; "
+        "NER: the tags the data uses, O first)",
     )
-    parser.add_argument("--max-length", type=int, default=128, help="truncate pairs to this many tokens")
+    parser.add_argument(
+        "--max-length",
+        type=int,
+        default=128,
+        help="tokens per input: pairs are truncated to it, NER sentences cut into windows of it",
+    )
+    parser.add_argument(
+        "--stride", type=int, default=32, help="NER: pieces consecutive windows of a long sentence share"
+    )
 
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
@@ -111,6 +142,19 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--use-cpu", action="store_true", help="stay on the CPU even if a GPU is present")
 
 
+def _add_lora_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("LoRA (needs the lora extra: peft)")
+    group.add_argument("--lora", action="store_true", help="train LoRA adapters (and the head) instead of all weights")
+    group.add_argument("--lora-rank", type=int, default=8, help="rank r of the adapters")
+    group.add_argument("--lora-alpha", type=float, default=16.0, help="scaling alpha (updates scale by alpha / r)")
+    group.add_argument("--lora-dropout", type=float, default=0.1)
+    group.add_argument(
+        "--lora-target-modules",
+        type=_language_list,
+        help="comma-separated module names to adapt (default: query,value)",
+    )
+
+
 def _add_report_options(parser: argparse.ArgumentParser, training: bool) -> None:
     group = parser.add_argument_group("results")
     group.add_argument("--model-name", help="row name in the results table (default: the model directory's name)")
@@ -120,8 +164,8 @@ def _add_report_options(parser: argparse.ArgumentParser, training: bool) -> None
         if training
         else "e.g. translate-train-all or cross-lingual transfer",
     )
-    group.add_argument("--dataset-type", default="xnli", help="Hub dataset id for the model-index results")
-    group.add_argument("--dataset-name", default="XNLI", help="dataset name shown in the model card")
+    group.add_argument("--dataset-type", help="Hub dataset id for the model-index results (xnli / wikiann)")
+    group.add_argument("--dataset-name", help="dataset name shown in the model card (XNLI / WikiANN)")
     group.add_argument("--eval-split", default="test", help="split name for the model-index results")
     if training:
         group.add_argument(
@@ -142,16 +186,29 @@ def _language_list(text: str) -> list[str]:
     return items
 
 
-def run_finetune(args: argparse.Namespace) -> int:
-    from ..nli.training import finetune
+def _with_task_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    for name, value in TASK_DEFAULTS[args.task].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
 
-    return finetune(args)
+
+def run_finetune(args: argparse.Namespace) -> int:
+    if args.task == "ner":
+        from ..ner.training import finetune
+    else:
+        from ..nli.training import finetune
+
+    return finetune(_with_task_defaults(args))
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from ..nli.training import evaluate
+    if args.task == "ner":
+        from ..ner.training import evaluate
+    else:
+        from ..nli.training import evaluate
 
-    return evaluate(args)
+    return evaluate(_with_task_defaults(args))
 
 
 __all__ = ["add_subcommands"]

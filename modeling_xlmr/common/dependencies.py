@@ -11,6 +11,9 @@ OPTIONAL = {
     "onnx": ("ONNX export (xlmr export-onnx)", "onnx"),
     "onnxscript": ("ONNX export (xlmr export-onnx)", "onnx"),
     "onnxruntime": ("ONNX export (xlmr export-onnx)", "onnx"),
+    "ray": ("Ray Data inference (xlmr extract --engine ray, modeling_xlmr.ray_data)", "ray"),
+    "seqeval": ("NER scores (xlmr finetune / xlmr evaluate --task ner)", "ner"),
+    "peft": ("LoRA fine-tuning (xlmr finetune --lora)", "lora"),
 }
 
 

@@ -119,11 +119,15 @@ def staging_directory(output: Path, purpose: str) -> Path:
 
 
 def remove_abandoned_staging(output: Path) -> list[Path]:
-    pattern = re.compile(rf"^\.{re.escape(output.name)}\.[a-z]+-(\d+)-[^/]+$")
+    """Remove the scratch folders of runs on `output` whose process is gone. Folders named by earlier
+    versions carry no process id (`.OUT.partial-xxxx`): no run of this version is using them."""
+    pattern = re.compile(rf"^\.{re.escape(output.name)}\.(?:partial|source|old)-(?:(\d+)-)?[^-/]+$")
     removed = []
     for path in output.parent.iterdir() if output.parent.is_dir() else ():
         match = pattern.match(path.name)
-        if match and path.is_dir() and not _process_alive(int(match.group(1))):
+        if not match or not path.is_dir():
+            continue
+        if match.group(1) is None or not _process_alive(int(match.group(1))):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed

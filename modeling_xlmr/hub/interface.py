@@ -81,15 +81,15 @@ class XLMRHubInterface(nn.Module):
     @property
     def backbone(self) -> nn.Module:
         """The bare encoder (`model.roberta`, or the model itself when it has no head)."""
-        return self.model.base_model
+        return self.engine.backbone
 
     @property
     def config(self):
-        return self.model.config
+        return self.engine.config
 
     @property
     def device(self) -> torch.device:
-        """Where inputs go: the device of the word embeddings (the first one under a device map)."""
+        """Where inputs go (the first device under a device map)."""
         return self.engine.device
 
     @property

@@ -9,7 +9,7 @@ stock transformers encoder gets them padded, the one input it accepts.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -66,20 +66,22 @@ class InferenceEngine:
         progress: bool = False,
         prompt: str = "",
         max_length: int | None = None,
+        on_tokens: Callable[[int], None] | None = None,
     ) -> torch.Tensor:
         """One float32 vector per text, in input order: (len(texts), hidden) on the CPU.
 
         `prompt` is put before every text (e5's "query: "). A text over `max_length` tokens (default and at
         most the model's limit) raises (`long_text="error"`), is cut (`"truncate"`) or is encoded as
         overlapping windows whose vectors are averaged, weighted by token count (`"chunk"`); `mean`
-        pooling averages all real tokens, `<s>`/`</s>` included (see `batching`).
+        pooling averages all real tokens, `<s>`/`</s>` included (see `batching`). `on_tokens(n)` is called
+        after each forward pass with its token count (a caller's own progress display).
         """
         batching.check_choice("pooling", pooling, batching.POOLINGS)
         if prompt:
             texts = [prompt + text for text in _text_list(texts)]
         windows = self.plan(texts, long_text, chunk_overlap, max_length=max_length)
         pooled = torch.empty((len(windows), self.config.hidden_size))
-        for indices, states, lengths in self.encode_batches(windows, max_tokens_per_batch, progress):
+        for indices, states, lengths in self.encode_batches(windows, max_tokens_per_batch, progress, on_tokens):
             pooled[indices] = batching.pool(states, lengths, pooling).cpu()
         embeddings = batching.combine_windows(pooled, windows, len(texts))
         return F.normalize(embeddings, dim=-1) if normalize else embeddings
@@ -92,17 +94,34 @@ class InferenceEngine:
         max_tokens_per_batch: int = batching.DEFAULT_MAX_TOKENS_PER_BATCH,
         long_text: str = "error",
         progress: bool = False,
+        on_tokens: Callable[[int], None] | None = None,
     ) -> list[dict]:
         """`{"label", "score", "probabilities": {label: p}}` per text, in input order, from a sentence head
         reading the `<s>` state. `long_text` is "error" or "truncate"."""
+        probabilities = self.class_probabilities(
+            texts, head, len(labels), max_tokens_per_batch, long_text, progress, on_tokens
+        )
+        return [classification_record(row, list(labels)) for row in probabilities.tolist()]
+
+    def class_probabilities(
+        self,
+        texts: Sequence[str],
+        head: nn.Module,
+        num_labels: int,
+        max_tokens_per_batch: int = batching.DEFAULT_MAX_TOKENS_PER_BATCH,
+        long_text: str = "error",
+        progress: bool = False,
+        on_tokens: Callable[[int], None] | None = None,
+    ) -> torch.Tensor:
+        """(len(texts), num_labels) float32 softmax of the head over the `<s>` state, in input order."""
         windows = self.plan(texts, long_text, batching.DEFAULT_CHUNK_OVERLAP, policies=CLASSIFY_LONG_TEXT)
-        probabilities = torch.empty((len(windows), len(labels)))
+        probabilities = torch.empty((len(windows), num_labels))
         with evaluating(head):
-            for indices, states, lengths in self.encode_batches(windows, max_tokens_per_batch, progress):
+            for indices, states, lengths in self.encode_batches(windows, max_tokens_per_batch, progress, on_tokens):
                 first_tokens = batching.pool(states, lengths, "cls").to(self.output_device, states.dtype)
                 logits = head(first_tokens.unsqueeze(1))  # a head reads position 0 of (batch, seq, hidden)
                 probabilities[indices] = logits.float().softmax(dim=-1).cpu()
-        return [classification_record(row, list(labels)) for row in probabilities.tolist()]
+        return probabilities
 
     def plan(
         self,
@@ -138,7 +157,11 @@ class InferenceEngine:
         return self.tokenizer(texts, add_special_tokens=False, split_special_tokens=True, verbose=False)["input_ids"]
 
     def encode_batches(
-        self, windows: list[batching.Window], max_tokens_per_batch: int, progress: bool
+        self,
+        windows: list[batching.Window],
+        max_tokens_per_batch: int,
+        progress: bool,
+        on_tokens: Callable[[int], None] | None = None,
     ) -> Iterator[tuple[list[int], torch.Tensor, list[int]]]:
         """Yields (window indices, packed last hidden states (tokens, hidden), window lengths) per
         length-sorted batch, in eval mode and inference mode."""
@@ -148,6 +171,8 @@ class InferenceEngine:
                 lengths = [len(window) for window in batch]
                 yield indices, self._forward(batch, lengths), lengths
                 bar.update(sum(lengths))
+                if on_tokens is not None:
+                    on_tokens(sum(lengths))
 
     def _forward(self, batch: list[batching.Window], lengths: list[int]) -> torch.Tensor:
         if isinstance(self.backbone, XLMRModel):

@@ -77,24 +77,31 @@ def _jsonl_records(path: str, lines: list[str], field: str, id_field: str | None
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise RecordsError(f"{path} line {number} is not JSON ({error.msg}); .jsonl needs one object per line.")
-        if not isinstance(record, dict) or not isinstance(record.get(field), str):
-            fields = ", ".join(record) if isinstance(record, dict) else type(record).__name__
-            raise RecordsError(
-                f"{path} line {number} has no text field {field!r} (found: {fields}); choose it with --field."
-            )
-        if not is_valid_text(record[field]):
-            raise RecordsError(
-                f"{path} line {number}: field {field!r} holds a lone surrogate escape (e.g. \"\\ud800\"), which is "
-                "not text; fix that line (pair the surrogates or drop the escape)."
-            )
+        record = jsonl_record(path, number, line, field)
         texts.append(record[field])
         ids.append(record.get(id_field) if id_field else None)
     has_ids = id_field is not None and any(identifier is not None for identifier in ids)
     return Records(texts=texts, ids=ids if has_ids else None, id_field=id_field or "id")
+
+
+def jsonl_record(path: str, number: int, line: str, field: str) -> dict:
+    """Line `number` (1-based) of a .jsonl input as an object whose `field` is text, or a one-line error
+    naming the file, the line and the fix (every reader of .jsonl goes through here)."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise RecordsError(f"{path} line {number} is not JSON ({error.msg}); .jsonl needs one object per line.")
+    if not isinstance(record, dict) or not isinstance(record.get(field), str):
+        fields = ", ".join(record) if isinstance(record, dict) else type(record).__name__
+        raise RecordsError(
+            f"{path} line {number} has no text field {field!r} (found: {fields}); choose it with --field."
+        )
+    if not is_valid_text(record[field]):
+        raise RecordsError(
+            f'{path} line {number}: field {field!r} holds a lone surrogate escape (e.g. "\\ud800"), which is '
+            "not text; fix that line (pair the surrogates or drop the escape)."
+        )
+    return record
 
 
 def is_valid_text(text: str) -> bool:
@@ -168,4 +175,6 @@ __all__ = [
     "RecordsError",
     "write_embeddings",
     "write_classifications",
+    "jsonl_record",
+    "split_lines",
 ]

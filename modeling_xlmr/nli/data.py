@@ -26,6 +26,9 @@ from dataclasses import dataclass
 
 import datasets
 
+from ..training.files import DataFile
+from ..training.trainer import is_placeholder_labels
+
 # XNLI's label ids (the Hub `xnli` dataset and the paper): 0 entailment, 1 neutral, 2 contradiction.
 XNLI_LABELS = ("entailment", "neutral", "contradiction")
 # XNLI-MT-1.0's translated train files spell the third label differently.
@@ -48,7 +51,6 @@ NLI_COLUMNS = ("premise", "hypothesis", "label", "language")
 OPTION_OF_ROLE = {role: f"--{role}-column" for role in DEFAULT_COLUMNS}
 
 BUILDER_OF_SUFFIX = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
-_LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
 
 
 class NLIDataError(ValueError):
@@ -65,21 +67,6 @@ class ColumnNames:
     language: str | None = None
 
 
-@dataclass(frozen=True)
-class DataFile:
-    """One data file, optionally tagged with the language of all its rows (`fr=xnli.test.fr.jsonl`)."""
-
-    path: str
-    language: str | None = None
-
-    @classmethod
-    def parse(cls, spec: str) -> DataFile:
-        tag, sep, path = spec.partition("=")
-        if sep and _LANGUAGE_TAG.match(tag) and not os.path.exists(spec):
-            return cls(path=path, language=tag)
-        return cls(path=spec)
-
-
 def language_from_file_name(path: str) -> str | None:
     """The language XNLI's own layouts give a file by name: XNLI-MT's `multinli.train.fr.tsv`, or a
     per-language folder of the Hub dataset (`fr/test-00000-of-00001.parquet`)."""
@@ -94,11 +81,6 @@ def label_maps(names: Sequence[str]) -> tuple[dict[int, str], dict[str, int]]:
     """`id2label`/`label2id` for a model config from an ordered list of label names."""
     id2label = dict(enumerate(names))
     return id2label, {name: index for index, name in id2label.items()}
-
-
-def is_placeholder_labels(id2label: dict[int, str]) -> bool:
-    """True for transformers' default `LABEL_0, LABEL_1, ...` names, which say nothing about the task."""
-    return all(str(name) == f"LABEL_{index}" for index, name in id2label.items())
 
 
 def load_nli_data(

@@ -13,19 +13,21 @@ average is the unweighted mean over languages, as in the paper's "avg" column.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard
 
-from model_cards import EVALUATION_END, EVALUATION_START, NLI_TASK, nli_accuracy_result
+from model_cards import NLI_TASK, nli_accuracy_result
 
 from ..common.files import write_text_atomically
+from ..training.cards import update_card_results
+from ..training.results import infer_setting
 from .data import ordered_languages
 
-LEGACY_TABLE_MARKERS = ("<!-- xlmr-nli-results:start -->", "<!-- xlmr-nli-results:end -->")  # cards of earlier versions
+CARD_TABLE_START = "<!-- xlmr-nli-results:start -->"
+CARD_TABLE_END = "<!-- xlmr-nli-results:end -->"
 
 
 @dataclass
@@ -115,18 +117,6 @@ class AccuracyTable:
         )
 
 
-def infer_setting(train_languages: Sequence[str], eval_languages: Sequence[str]) -> str | None:
-    """Name the paper's setting a run is in, from which languages it trained and tested on."""
-    train, test = set(train_languages), set(eval_languages)
-    if len(test) < 2:
-        return None
-    if len(train) == 1 and train < test:
-        return "cross-lingual transfer"
-    if test <= train:
-        return "translate-train-all"
-    return None
-
-
 def write_results(table: AccuracyTable, json_path: str | None, markdown_path: str | None = None) -> None:
     if json_path:
         write_text_atomically(json_path, json.dumps(table.to_dict(), indent=2, ensure_ascii=False) + "\n")
@@ -153,17 +143,6 @@ def eval_results_for_card(
     return results
 
 
-def _result_key(result: EvalResult) -> tuple:
-    return (
-        result.task_type,
-        result.dataset_type,
-        result.dataset_config,
-        result.dataset_split,
-        result.metric_type,
-        result.metric_name,
-    )
-
-
 def update_model_card(
     card_path: str,
     table: AccuracyTable,
@@ -177,52 +156,16 @@ def update_model_card(
     Results for other datasets, splits or metrics are kept (all as fractions). A missing card is created,
     naming `base_model_dir`'s model as `base_model` and inheriting its license and languages.
     """
-    if os.path.isfile(card_path):
-        card = ModelCard.load(card_path)
-    else:
-        card = ModelCard(f"---\n{_new_card_data(base_model_dir).to_yaml()}\n---\n\n# {table.model}\n")
-    new_results = eval_results_for_card(table, dataset_type, dataset_name, dataset_split)
-    replaced = {_result_key(result) for result in new_results}
-    kept = [result for result in (card.data.eval_results or []) if _result_key(result) not in replaced]
-    card.data.eval_results = kept + new_results
-    card.data.model_name = card.data.model_name or table.model
-    card.text = _with_evaluation_section(card.text, table, dataset_name, dataset_split)
-    write_text_atomically(card_path, str(card))
-    return card
-
-
-def _new_card_data(base_model_dir: str | None) -> ModelCardData:
-    """A fine-tuned model's card data: what it was fine-tuned from, under that model's license and languages."""
-    data = ModelCardData(library_name="transformers", pipeline_tag=NLI_TASK["task_type"], tags=["xlm-roberta", "xnli"])
-    if base_model_dir is None:
-        return data
-    base_card = os.path.join(base_model_dir, "README.md")
-    base = ModelCard.load(base_card).data if os.path.isfile(base_card) else ModelCardData()
-    data.base_model = _hub_id_or_name(base_model_dir, base)
-    data.license = base.license or "mit"  # XLM-R's own license, when the base says nothing
-    data.language = base.language
-    return data
-
-
-def _hub_id_or_name(path: str, base: ModelCardData) -> str:
-    """A Hub id as given; for a local directory, the name its card gives the model, else the folder's name."""
-    if not os.path.exists(path):
-        return path
-    return base.model_name or os.path.basename(os.path.normpath(path))
-
-
-def _with_evaluation_section(text: str, table: AccuracyTable, dataset_name: str, split: str | None) -> str:
-    """The card's evaluation section (between the markers the templates write) becomes this table."""
-    where = f"{dataset_name} {split}" if split else dataset_name
+    where = f"{dataset_name} {dataset_split}" if dataset_split else dataset_name
     section = (
-        f"{EVALUATION_START}\n## Evaluation\n\nAccuracy (%) on {where}, per language and averaged (the "
-        f"`model-index` holds them as fractions):\n\n{table.to_markdown()}\n{EVALUATION_END}"
+        f"## Evaluation\n\nAccuracy (%) on {where}, per language and averaged (the `model-index` holds them as "
+        f"fractions):\n\n{table.to_markdown()}"
     )
-    for start_marker, end_marker in ((EVALUATION_START, EVALUATION_END), LEGACY_TABLE_MARKERS):
-        start, end = text.find(start_marker), text.find(end_marker)
-        if start != -1 and end > start:
-            return text[:start] + section + text[end + len(end_marker) :]
-    return text.rstrip("\n") + "\n\n" + section + "\n"
+    results = eval_results_for_card(table, dataset_type, dataset_name, dataset_split)
+    markers = (CARD_TABLE_START, CARD_TABLE_END)
+    return update_card_results(
+        card_path, results, section, markers, NLI_TASK["task_type"], table.model, base_model_dir, tags=("xnli",)
+    )
 
 
 __all__ = [

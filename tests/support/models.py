@@ -80,3 +80,25 @@ def fast_stock_tokenizer(tokenizer_json: str):
         bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>", sep_token="</s>", cls_token="<s>"
     )
     return PreTrainedTokenizerFast(tokenizer_file=tokenizer_json, mask_token="<mask>", model_max_length=512, **special)
+
+
+def word_level_tokenizer(texts: list[str]):
+    """A word-level tokenizer over the words of `texts` (XLM-R's special ids 0-3, digits one by one): it loads in
+    milliseconds where the real vocabulary takes seconds, for tests that load a model in many processes (Ray)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = sorted({word for text in texts for word in text.split()} | {str(digit) for digit in range(10)})
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, **{word: index + 4 for index, word in enumerate(words)}}
+    vocab["<mask>"] = len(vocab)
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Digits(individual_digits=True)]
+    )
+    backend.post_processor = processors.TemplateProcessing(  # <s> text </s>, as XLM-R's
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
+    )
+    special = dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>", sep_token="</s>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, cls_token="<s>", mask_token="<mask>", model_max_length=512, **special
+    )

@@ -1,0 +1,136 @@
+"""Offsets, word ids and `is_split_into_words` rows built from sentencepiece's pieces equal the `tokenizers` pipeline's.
+
+XLMRTokenizerFast answers `return_offsets_mapping`, `word_ids()`, `tokens()` and pre-split words from
+sentencepiece's own pieces wherever its normalization maps the text character for character, and asks the
+`tokenizers` pipeline only for the other texts. The reference is the same call on the pipeline alone
+(`verify_with_sentencepiece=False`), on every text where the two agree on the ids; where they disagree, each
+piece's span must hold the text the piece came from (checked with sentencepiece's own normalizer).
+"""
+
+import shutil
+
+import pytest
+import sentencepiece
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from modeling_xlmr import XLMRTokenizerFast
+from tests.support.corpus import ADVERSARIAL_STRINGS
+
+ATTRIBUTES = ("input_ids", "offset_mapping", "special_tokens_mask", "attention_mask")
+
+
+@pytest.fixture(scope="module")
+def pipeline_only(real_tokenizer_json, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("pipeline_only_offsets")
+    shutil.copy(real_tokenizer_json, directory / "tokenizer.json")
+    return XLMRTokenizerFast.from_pretrained(str(directory), verify_with_sentencepiece=False)
+
+
+@pytest.fixture(scope="module")
+def normalizer():
+    return sentencepiece.SentencePieceNormalizer(rule_name="nmt_nfkc")
+
+
+def differences(ours, reference, rows: int) -> list[int]:
+    """Rows where the ids agree but anything else a caller reads differs."""
+    different = []
+    for row in range(rows):
+        if ours["input_ids"][row] != reference["input_ids"][row]:
+            continue
+        same = all(ours[key][row] == reference[key][row] for key in ATTRIBUTES if key in reference)
+        same = same and ours.word_ids(row) == reference.word_ids(row) and ours.tokens(row) == reference.tokens(row)
+        same = same and ours.sequence_ids(row) == reference.sequence_ids(row)
+        if not same:
+            different.append(row)
+    return different
+
+
+def spans_spell_their_pieces(encoded, texts, normalizer, row: int) -> bool:
+    """Each piece's span, normalized, is the piece (without "▁"): the spans are right for sentencepiece's pieces."""
+    words = encoded.word_ids(row)
+    for token, (start, end), word in zip(encoded.tokens(row), encoded["offset_mapping"][row], words):
+        if word is None:
+            continue
+        source = texts[row][word] if isinstance(texts[row], list) else texts[row]
+        if normalizer.normalize(source[start:end]).replace("▁", "") != token.replace("▁", ""):
+            return False
+    return True
+
+
+@pytest.mark.parametrize("split_into_words", [False, True], ids=["texts", "words"])
+def test_corpus_rows_equal_the_pipeline_and_mostly_skip_it(
+    real_tokenizer, pipeline_only, normalizer, tokenizer_corpus, split_into_words
+):
+    texts = tokenizer_corpus + list(ADVERSARIAL_STRINGS)
+    if split_into_words:
+        texts = [text.split() for text in texts]
+    options = {"return_offsets_mapping": True, "return_special_tokens_mask": True}
+    if split_into_words:
+        options["is_split_into_words"] = True
+    native = disagreements = 0
+    for start in range(0, len(texts), 256):
+        batch = texts[start : start + 256]
+        ours = real_tokenizer(batch, **options)
+        native += sum(row._encoding is None for row in ours.encodings)  # never asked `tokenizers`
+        reference = pipeline_only(batch, **options)
+        assert differences(ours, reference, len(batch)) == []
+        for row in range(len(batch)):
+            if ours["input_ids"][row] != reference["input_ids"][row]:
+                disagreements += 1
+                assert spans_spell_their_pieces(ours, batch, normalizer, row), batch[row]
+    assert native >= 0.95 * len(texts)  # the fast path is the common one
+    assert disagreements < 0.01 * len(texts)
+
+
+ALPHABET = st.sampled_from(
+    list("abc xyzÀé ")
+    + ["  ", "\t", "\u3000", "\u200b", "\u0301", "ＡＢ", "，", "ﬁ", "ｶﾞ", "▁", "中文", "мир", "<mask>"]
+)
+TEXTS = st.lists(ALPHABET, min_size=0, max_size=12).map("".join)
+WORDS = st.lists(TEXTS.filter(lambda text: text.strip() == text and text), min_size=1, max_size=6)
+OPTIONS = st.fixed_dictionaries(
+    {
+        "padding": st.sampled_from([False, True, "max_length"]),
+        "truncation": st.sampled_from([False, True]),
+        "max_length": st.sampled_from([None, 4, 9, 24]),
+        "padding_side": st.sampled_from(["right", "left"]),
+        "add_special_tokens": st.booleans(),
+        "return_special_tokens_mask": st.just(True),
+        "return_offsets_mapping": st.just(True),
+    }
+)
+
+
+def call(tokenizer, inputs, options):
+    try:
+        return tokenizer(*inputs, **options)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as error:  # the same options must fail the same way
+        return type(error)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    inputs=st.one_of(
+        st.lists(TEXTS, min_size=1, max_size=4).map(lambda texts: (texts,)),
+        st.lists(st.tuples(TEXTS, TEXTS), min_size=1, max_size=3).map(lambda pairs: tuple(map(list, zip(*pairs)))),
+        st.lists(WORDS, min_size=1, max_size=3).map(lambda words: (words,)),
+    ),
+    options=OPTIONS,
+)
+def test_random_rows_equal_the_pipeline(real_tokenizer, pipeline_only, normalizer, inputs, options):
+    options = dict(options)
+    if isinstance(inputs[0][0], list):
+        options["is_split_into_words"] = True
+    ours, reference = call(real_tokenizer, inputs, options), call(pipeline_only, inputs, options)
+    if isinstance(reference, type):
+        assert ours is reference
+        return
+    rows = len(reference["input_ids"])
+    assert differences(ours, reference, rows) == []
+    if len(inputs) == 1 and not options["truncation"] and options["add_special_tokens"]:
+        for row in range(rows):
+            if ours["input_ids"][row] != reference["input_ids"][row]:
+                assert spans_spell_their_pieces(ours, inputs[0], normalizer, row)
