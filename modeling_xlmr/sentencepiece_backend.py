@@ -102,6 +102,11 @@ class SentencePieceReference:
             end = position + len(piece)
             offsets.append((start + origin[position], start + origin[end]))
             position = end
+        if pieces and pieces[0] == "\u2581" and len(normalized) > 1:
+            # A lone dummy "▁" shares the first character's span, as `tokenizers`' Prepend aligns it
+            # (sentencepiece_spans.py follows the same rule).
+            first_end = next((offset for offset in origin[2:] if offset > origin[1]), origin[-1])
+            offsets[0] = (start + origin[1], start + first_end)
         return pieces, offsets
 
 
