@@ -5,7 +5,8 @@ Every layer's weights are prepared once, on the first packed forward that needs 
 * one fused query/key/value projection (a single GEMM with 3x the columns instead of three);
 * on CPU (fp32 and bf16), oneDNN's prepacked ("reordered") weight layout, so each call skips the
   weight reorder, uses AMX for bf16 where the CPU has it, and fuses the epilogues into the GEMM: GELU
-  after the feed-forward up projection, the residual add after both down projections.
+  after the feed-forward up projection, the residual add after both down projections;
+* or, for the projections a layer marks int8 (`quantization.set_int8_projections`), oneDNN int8 GEMMs.
 
 The prepared weights are a derived cache, never parameters: `state_dict()` and saved weight names
 are untouched, and they are rebuilt whenever a source parameter changes (its storage, version
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .packing import PackedBatch, packed_qkv_attention
+from .quantization import Int8Linear, int8_usable
 
 # oneDNN's prepacked layout is tuned for a row count; any count works, this one is a typical packed batch.
 _ROWS_HINT = 1024
@@ -173,10 +175,10 @@ def _fastest_chunking(gemm, inputs: torch.Tensor, row_aligned: tuple) -> int:
 @dataclass
 class PreparedLayer:
     fingerprint: tuple
-    qkv: PreparedLinear
-    attention_output: PreparedLinear
-    ffn_up: PreparedLinear
-    ffn_down: PreparedLinear
+    qkv: PreparedLinear | Int8Linear
+    attention_output: PreparedLinear | Int8Linear
+    ffn_up: PreparedLinear | Int8Linear
+    ffn_down: PreparedLinear | Int8Linear
 
 
 _PREPARED: weakref.WeakKeyDictionary[nn.Module, PreparedLayer] = weakref.WeakKeyDictionary()
@@ -192,21 +194,31 @@ def _fingerprint(layer: nn.Module) -> tuple:
 
 
 def prepared_layer(layer: nn.Module) -> PreparedLayer:
-    fingerprint = (_fingerprint(layer), torch.backends.mkldnn.enabled)
+    # `int8_projections` (quantization.set_int8_projections) names the projections that run int8.
+    int8 = getattr(layer, "int8_projections", frozenset())
+    fingerprint = (_fingerprint(layer), torch.backends.mkldnn.enabled, int8)
     prepared = _PREPARED.get(layer)
     if prepared is None or prepared.fingerprint != fingerprint:
         attention = layer.attention.self
         with torch.no_grad():
             prepared = PreparedLayer(
                 fingerprint=fingerprint,
-                qkv=PreparedLinear([attention.query, attention.key, attention.value]),
-                attention_output=PreparedLinear([layer.attention.output.dense]),
-                ffn_up=PreparedLinear([layer.intermediate.dense]),
-                ffn_down=PreparedLinear([layer.output.dense]),
+                qkv=_prepare([attention.query, attention.key, attention.value], "qkv" in int8),
+                attention_output=_prepare([layer.attention.output.dense], "attention_output" in int8),
+                ffn_up=_prepare([layer.intermediate.dense], "ffn_up" in int8),
+                ffn_down=_prepare([layer.output.dense], "ffn_down" in int8),
             )
         _PREPARED[layer] = prepared
         _forget_when_trained(layer)
     return prepared
+
+
+def _prepare(linears: list[nn.Linear], int8: bool) -> PreparedLinear | Int8Linear:
+    if not (int8 and int8_usable(linears[0].weight)):  # int8 steps aside off CPU or with oneDNN turned off
+        return PreparedLinear(linears)
+    biases = [linear.bias for linear in linears]
+    bias = None if any(b is None for b in biases) else torch.cat([b.detach() for b in biases])
+    return Int8Linear(torch.cat([linear.weight.detach() for linear in linears]), bias, _ROWS_HINT)
 
 
 def _forget_when_trained(layer: nn.Module) -> None:

@@ -3,7 +3,7 @@
 Parameter names are exactly those of `transformers.XLMRoberta*`, so state dicts move between these
 classes and stock transformers with no renaming. What this file adds over stock:
 
-* a packed encoder path, on by default for inference on padded batches wherever it is exact
+* a packed encoder path, on by default for inference wherever it is exact
   (``unpad_inputs`` per call or in the config: None = automatic, True = always, False = never): padding is
   removed once before the first layer and restored once after the last, so projections,
   LayerNorms and the feed-forward only ever see real tokens;
@@ -13,7 +13,7 @@ classes and stock transformers with no renaming. What this file adds over stock:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -38,6 +38,7 @@ from transformers.utils.generic import can_return_tuple
 from .configuration_xlmr import AUTO_MAP, XLMRConfig, copy_remote_code
 from .fast_path import clear_inference_cache, fast_layer_forward, fast_path_applies
 from .packing import PackedBatch, is_tracing, packed_attention
+from .quantization import int8_unavailable_reason, set_int8_projections
 
 # ----------------------------------------------------------------------------------------------
 # Embeddings
@@ -342,6 +343,21 @@ class XLMRPreTrainedModel(PreTrainedModel):
             clear_inference_cache(self)
         return super().train(mode)
 
+    def quantize_for_inference(self, exclude: Sequence[str] = ()) -> XLMRPreTrainedModel:
+        """Runs the encoder's projections as int8 GEMMs wherever the fast path runs (inference on CPU); returns self.
+
+        Weights are quantised per output channel into the fast path's cache, activations per token on each
+        call (`quantization.py`); the parameters, the state dict and saved weights stay float, and
+        training, autograd, wrapped linears and tracing run the float modules as before. `exclude` keeps
+        projections in float: "ffn_down" (in every layer), "layer.3" or "layer.3.ffn_down"; calling
+        again replaces the previous choice, and excluding all four projections turns int8 off.
+        """
+        reason = int8_unavailable_reason(self.device)
+        if reason is not None:
+            raise ValueError(f"{reason}.")
+        set_int8_projections(self.base_model.encoder.layer, tuple(exclude))
+        return self
+
     def save_pretrained(self, save_directory, *args, is_main_process: bool = True, **kwargs):
         super().save_pretrained(save_directory, *args, is_main_process=is_main_process, **kwargs)
         if is_main_process:  # the whole remote-code set, whichever class was saved (configuration_xlmr.py)
@@ -387,9 +403,10 @@ class XLMRModel(XLMRPreTrainedModel):
         unpad_inputs (`bool`, *optional*):
             Run the encoder on packed real tokens, padding removed before the first layer and restored after
             the last (real tokens get the padded path's numbers; pad positions come back as zeros). `None`
-            (the default, from `config.unpad_inputs`) packs whenever that is exact and pays: inference (eval
-            mode, no autograd) on a padded batch, not while tracing, exporting or compiling, not when
-            attention maps are asked for. `True` always packs and raises where it cannot; `False` never packs.
+            (the default, from `config.unpad_inputs`) packs whenever that is exact: inference (eval mode,
+            no autograd), padded or not (an unpadded batch then runs the prepared kernels of `fast_path.py`),
+            not while tracing, exporting or compiling, not when attention maps are asked for. `True` always
+            packs and raises where it cannot; `False` never packs.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
@@ -398,7 +415,10 @@ class XLMRModel(XLMRPreTrainedModel):
         unpad_inputs = _config_default(unpad_inputs, self.config.unpad_inputs)
 
         packed = None
-        if self._runs_packed(unpad_inputs, attention_mask, output_attentions):
+        if self._runs_packed(unpad_inputs, output_attentions):
+            if attention_mask is None:  # every token is real (a batch of one, or equal lengths)
+                reference = input_ids if input_ids is not None else inputs_embeds
+                attention_mask = torch.ones(reference.shape[:2], dtype=torch.long, device=reference.device)
             packed = PackedBatch.from_mask(attention_mask)
             encoder_input, layer_mask = self._packed_embeddings(
                 packed, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds
@@ -431,9 +451,7 @@ class XLMRModel(XLMRPreTrainedModel):
             attentions=encoder_outputs.attentions,
         )
 
-    def _runs_packed(
-        self, unpad_inputs: bool | None, attention_mask: torch.Tensor | None, output_attentions: bool
-    ) -> bool:
+    def _runs_packed(self, unpad_inputs: bool | None, output_attentions: bool) -> bool:
         if unpad_inputs is False:
             return False
         if unpad_inputs is True:
@@ -447,9 +465,9 @@ class XLMRModel(XLMRPreTrainedModel):
                     "unpad_inputs=True cannot be traced, exported or compiled: packing depends on the mask's "
                     "values. Leave unpad_inputs unset (or False) for torch.export, ONNX export and torch.compile."
                 )
-            return attention_mask is not None and not bool(attention_mask.all())
-        automatic = not (output_attentions or self.training or torch.is_grad_enabled() or is_tracing())
-        return automatic and attention_mask is not None and not bool(attention_mask.all())
+            return True
+        # Unpadded inputs too (a single text): the prepared kernels are the fast part, not only the unpadding.
+        return not (output_attentions or self.training or torch.is_grad_enabled() or is_tracing())
 
     def forward_packed(
         self, input_ids: torch.Tensor, packed: PackedBatch, output_hidden_states: bool = False

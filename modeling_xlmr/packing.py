@@ -45,6 +45,8 @@ class PackedBatch:
     def from_mask(cls, attention_mask: torch.Tensor) -> PackedBatch:
         mask = attention_mask.bool()
         batch_size, seq_len = mask.shape
+        if bool(mask.all()):  # nothing padded (a single text, equal lengths): the layout is known, no search
+            return cls._unpadded(batch_size, seq_len, mask.device)
         lengths = mask.sum(dim=1)
         longest = int(lengths.max()) if batch_size else 0
         token_indices = mask.flatten().nonzero().squeeze(-1)
@@ -71,6 +73,21 @@ class PackedBatch:
         )
 
     @classmethod
+    def _unpadded(cls, batch_size: int, seq_len: int, device: torch.device) -> PackedBatch:
+        token_indices = torch.arange(batch_size * seq_len, device=device)
+        return cls(
+            token_indices=token_indices,
+            attention_indices=token_indices,
+            position_in_sequence=torch.arange(seq_len, device=device).repeat(batch_size),
+            key_mask=None,
+            cu_seqlens=torch.arange(0, (batch_size + 1) * seq_len, max(seq_len, 1), dtype=torch.int32, device=device),
+            max_seqlen=seq_len if batch_size else 0,
+            batch_size=batch_size,
+            seq_len=seq_len,
+            lengths=(seq_len,) * batch_size,
+        )
+
+    @classmethod
     def from_lengths(cls, lengths: list[int] | tuple[int, ...], device: torch.device | str = "cpu") -> PackedBatch:
         """Sequences of these lengths laid back to back, as a caller that never padded them holds them;
         `pad()` gives the right-padded layout."""
@@ -91,12 +108,20 @@ class PackedBatch:
         }
         return replace(self, **moved, attention_groups=None)
 
+    @property
+    def has_padding(self) -> bool:
+        return self.num_tokens != self.batch_size * self.seq_len
+
     def unpad(self, padded: torch.Tensor) -> torch.Tensor:
         """(batch, seq, ...) -> (tokens, ...)"""
+        if not self.has_padding:
+            return padded.flatten(0, 1)
         return padded.flatten(0, 1).index_select(0, self.token_indices)
 
     def pad(self, packed: torch.Tensor) -> torch.Tensor:
         """(tokens, ...) -> (batch, seq, ...), zeros at pad positions."""
+        if not self.has_padding:
+            return packed.view(self.batch_size, self.seq_len, *packed.shape[1:])
         return _scatter_rows(packed, self.token_indices, self.batch_size, self.seq_len)
 
 
@@ -172,13 +197,16 @@ def packed_qkv_attention(qkv: torch.Tensor, packed: PackedBatch, num_heads: int,
             return attn_output.reshape(num_tokens, num_heads * head_dim)
 
     qkv = qkv.view(num_tokens, 3, num_heads, head_dim)
-    if not qkv.is_cuda and _padded_attention_work(packed) > _PER_SEQUENCE_ABOVE:  # GPUs want one big launch
+    if not packed.has_padding:  # equal lengths back to back (a single text): regrouping is a view
+        batched = qkv.view(packed.batch_size, packed.seq_len, 3, num_heads, head_dim)
+    elif not qkv.is_cuda and _padded_attention_work(packed) > _PER_SEQUENCE_ABOVE:  # GPUs want one big launch
         return _attention_grouped(qkv, packed, scaling)
-    batched = _regroup(qkv, packed)  # (batch, longest, 3, heads, dim)
+    else:
+        batched = _regroup(qkv, packed)  # (batch, longest, 3, heads, dim)
     query, key, value = (states.transpose(1, 2) for states in batched.unbind(2))
     attn_output = F.scaled_dot_product_attention(query, key, value, attn_mask=packed.key_mask, scale=scaling)
     attn_output = attn_output.transpose(1, 2).reshape(-1, num_heads * head_dim)
-    return attn_output.index_select(0, packed.attention_indices)
+    return attn_output if not packed.has_padding else attn_output.index_select(0, packed.attention_indices)
 
 
 # Regrouping pads every sequence to the longest one in the batch, and attention's cost grows with the

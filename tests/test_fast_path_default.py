@@ -1,4 +1,4 @@
-"""The packed path is the default for inference on padded batches, and steps aside wherever it could not be
+"""The packed path is the default for inference (padded batches and unpadded ones alike), and steps aside wherever it could not be
 exact: wrapped or hooked linears (PEFT, custom layers), Accelerate offloading, training, tracing, export and
 compile. Every case is compared with the padded path (or stock transformers) on the same weights."""
 
@@ -67,9 +67,20 @@ def test_inference_on_a_padded_batch_packs_by_default_and_matches_the_padded_pat
     torch.testing.assert_close(real(default, mask), real(padded, mask), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("case", ["training", "autograd", "no_padding", "attentions", "turned_off_in_config"])
+@pytest.mark.parametrize("case", ["batch_of_one_without_mask", "equal_lengths_with_mask"])
+def test_inference_on_unpadded_inputs_runs_the_prepared_kernels_too(model, spy, case):
+    """A single text (a search query) gets the fused, prepacked kernels, not only padded batches."""
+    input_ids, mask = random_padded_batch([6] if case.startswith("batch_of_one") else [6, 6], 120)
+    with torch.no_grad():
+        padded = model(input_ids, attention_mask=mask, unpad_inputs=False).last_hidden_state
+        default = model(input_ids, attention_mask=None if case.endswith("without_mask") else mask).last_hidden_state
+    assert spy.packed == 1 and spy.prepared == model.config.num_hidden_layers
+    torch.testing.assert_close(default, padded, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("case", ["training", "autograd", "attentions", "turned_off_in_config"])
 def test_the_default_keeps_the_padded_path_where_packing_is_not_wanted(model, spy, case):
-    input_ids, mask = random_padded_batch(LENGTHS if case != "no_padding" else [6, 6], 120)
+    input_ids, mask = random_padded_batch(LENGTHS, 120)
     subject = copy.deepcopy(model)
     if case == "turned_off_in_config":
         subject.config.unpad_inputs = False

@@ -368,8 +368,8 @@ def test_from_pretrained_dtype_and_device_map_auto(tiny_repo, dtype):
 
 
 def test_bad_dtype_and_missing_model_raise_clear_errors(tmp_path):
-    with pytest.raises(ValueError, match="unsupported dtype 'int8'.*fp32.*fp16.*bf16"):
-        parse_dtype("int8")
+    with pytest.raises(ValueError, match="unsupported dtype 'int4'.*fp32.*fp16.*bf16.*int8"):
+        parse_dtype("int4")
     with pytest.raises(OSError, match="not found"):
         XLMRHubInterface.from_pretrained(str(tmp_path / "missing"))
     with pytest.raises(OSError, match="no config.json"):

@@ -100,7 +100,10 @@ def _add_common_options(parser: argparse.ArgumentParser, output_help: str) -> No
         "--device",
         help="cpu, cuda, cuda:1, ... or auto (spread over GPUs by Accelerate); default: this process's device",
     )
-    parser.add_argument("--dtype", help="fp32, fp16 or bf16 (default: as saved)")
+    parser.add_argument(
+        "--dtype",
+        help="fp32, fp16, bf16, or int8: fp32 weights, encoder projections as int8 GEMMs on CPU (default: as saved)",
+    )
     parser.add_argument(
         "--max-tokens-per-batch",
         type=int,
@@ -239,7 +242,9 @@ def _load_for(args: argparse.Namespace):
     _check_device(args.device)
     state = _process_state(args.device)
     device_map = args.device or state.device
-    return state, _load(args.model, device_map, parse_dtype(args.dtype), args.revision, args.trust_remote_code)
+    dtype = parse_dtype(args.dtype)
+    _check_int8(dtype, device_map)
+    return state, _load(args.model, device_map, dtype, args.revision, args.trust_remote_code)
 
 
 def embedding_options(args: argparse.Namespace, settings) -> dict:
@@ -272,6 +277,19 @@ def _check_device(device: str | None) -> None:
     count = backend.device_count() if hasattr(backend, "device_count") else 1
     if parsed.index is not None and parsed.index >= count:
         raise ValueError(f"--device {device}: only {count} {parsed.type} device(s) here (0..{count - 1}).")
+
+
+def _check_int8(dtype, device_map) -> None:
+    """int8 inference where it cannot run is the user's mistake: say so before loading anything."""
+    import torch
+
+    from ..quantization import int8_unavailable_reason
+
+    if dtype != torch.int8 or device_map == "auto":  # "auto" is checked once the model is placed
+        return
+    reason = int8_unavailable_reason(device_map)
+    if reason is not None:
+        raise ValueError(f"--dtype int8: {reason}.")
 
 
 def _process_state(device: str | None):

@@ -62,8 +62,9 @@ class XLMRHubInterface(nn.Module):
         """Load a converted repo or any XLM-R repo (local directory or Hub id) with its tokenizer.
 
         `device_map` (e.g. ``"auto"``) places the model through Accelerate; `dtype` is ``"fp32"``,
-        ``"fp16"``, ``"bf16"`` (or their long names) or a torch dtype. Heads converted from fairseq
-        are registered under their fairseq names.
+        ``"fp16"``, ``"bf16"`` (or their long names) or a torch dtype, or ``"int8"``: fp32 weights whose
+        encoder projections run as int8 GEMMs on CPU (`XLMRPreTrainedModel.quantize_for_inference`). Heads
+        converted from fairseq are registered under their fairseq names.
         """
         repo = load_repo(
             name_or_path, device_map=device_map, dtype=parse_dtype(dtype), revision=revision, **model_kwargs

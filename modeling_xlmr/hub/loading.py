@@ -17,6 +17,7 @@ from torch import nn
 from transformers import AutoTokenizer
 from transformers.utils import cached_file
 
+from ..common.dtypes import load_dtype
 from ..configuration_xlmr import XLMRConfig
 from ..modeling_xlmr import (
     XLMRClassificationHead,
@@ -136,15 +137,17 @@ def load_repo(
     """This package's classes on any XLM-R repo (same weight names as transformers'), so stock repos get
     the packed inference path too; the tokenizer is the repo's own (`load_tokenizer`). The model's
     `classifier` is a head under its fairseq name (or "classifier"); the other fairseq heads come from the
-    heads file."""
+    heads file. `dtype=torch.int8` loads fp32 weights and turns on int8 inference (`quantize_for_inference`)."""
     check_model_location(name_or_path)
     config = XLMRConfig.from_pretrained(name_or_path, revision=revision)
     if config.model_type != "xlm-roberta":
         raise ValueError(f"{name_or_path} is a {config.model_type!r} model, not XLM-R (model_type 'xlm-roberta').")
     model_class = model_class_for(config)
     model = model_class.from_pretrained(
-        name_or_path, config=config, revision=revision, device_map=device_map, dtype=dtype, **model_kwargs
+        name_or_path, config=config, revision=revision, device_map=device_map, dtype=load_dtype(dtype), **model_kwargs
     )
+    if dtype == torch.int8:  # fp32 weights as loaded, quantised into the fast path's cache on first use
+        model.quantize_for_inference()
     tokenizer = load_tokenizer(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
 
     heads: dict[str, tuple[nn.Module, list[str] | None]] = {}

@@ -1,0 +1,144 @@
+"""The other engines `bench_speed` measures on the same weights: ONNX Runtime (fp32 and dynamic int8, plain and
+fused graphs) and CTranslate2 int8. Each builder returns {row name: run_batch} or says on stdout why it cannot.
+
+run_batch(input_ids, attention_mask) -> (batch, seq, hidden) float tensor, like the torch runners.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from transformers import XLMRobertaForSequenceClassification, XLMRobertaModel
+
+
+def _session(path: str):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+    def run_batch(input_ids, attention_mask):
+        feeds = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
+        (hidden,) = session.run(["last_hidden_state"], feeds)
+        return torch.from_numpy(hidden)
+
+    return run_batch
+
+
+def _quantize(source: str, target: str) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=True)
+
+
+class _LastHiddenState(torch.nn.Module):
+    def __init__(self, model: XLMRobertaModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+def onnx_runners(stock: XLMRobertaModel, example: tuple[torch.Tensor, torch.Tensor], workdir: str) -> dict:
+    """ONNX Runtime on stock exported twice:
+
+    * "plain": torch.onnx's dynamo exporter (what `xlmr export-onnx` writes), fp32 and dynamic int8;
+    * "fused": the TorchScript exporter on eager attention, then onnxruntime's transformer optimizer
+      (`optimize_model(model_type="bert")`: fused Attention, BiasGelu, SkipLayerNormalization), fp32 and
+      dynamic int8 (QInt8, per channel): the fastest ONNX Runtime graph for this model.
+    """
+    try:
+        import onnxruntime  # noqa: F401
+        from onnxruntime.transformers.optimizer import optimize_model
+    except ImportError:
+        print("  (onnxruntime not installed: pip install onnxruntime onnx onnxscript)")
+        return {}
+    runners: dict[str, Callable] = {}
+    start = time.perf_counter()
+    plain = os.path.join(workdir, "plain.onnx")
+    batch, length = torch.export.Dim("batch"), torch.export.Dim("length", max=512)
+    names = {"input_names": ["input_ids", "attention_mask"], "output_names": ["last_hidden_state"]}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporters' notes on renamed dynamic axes and deprecations
+        torch.onnx.export(
+            stock, (), plain, kwargs={"input_ids": example[0], "attention_mask": example[1]}, **names,
+            dynamic_shapes={"input_ids": {0: batch, 1: length}, "attention_mask": {0: batch, 1: length}},
+            dynamo=True, external_data=True, optimize=True, verbose=False,
+        )  # fmt: skip
+        runners["plain fp32"] = _session(plain)
+        _quantize(plain, os.path.join(workdir, "plain_int8.onnx"))
+        runners["plain int8"] = _session(os.path.join(workdir, "plain_int8.onnx"))
+        try:
+            eager = copy.deepcopy(stock)
+            eager.config._attn_implementation = "eager"  # the optimizer fuses the explicit softmax(QK^T)V pattern
+            scripted = os.path.join(workdir, "scripted.onnx")
+            axes = {name: {0: "batch", 1: "length"} for name in ("input_ids", "attention_mask", "last_hidden_state")}
+            torch.onnx.export(_LastHiddenState(eager), example, scripted, **names, dynamic_axes=axes, opset_version=17,
+                              dynamo=False)  # fmt: skip
+            config = stock.config
+            fused = optimize_model(scripted, model_type="bert", num_heads=config.num_attention_heads,
+                                   hidden_size=config.hidden_size)  # fmt: skip
+            statistics = fused.get_fused_operator_statistics()
+            fused.save_model_to_file(os.path.join(workdir, "fused.onnx"), use_external_data_format=True)
+            runners["fused fp32"] = _session(os.path.join(workdir, "fused.onnx"))
+            _quantize(os.path.join(workdir, "fused.onnx"), os.path.join(workdir, "fused_int8.onnx"))
+            runners["fused int8"] = _session(os.path.join(workdir, "fused_int8.onnx"))
+            fusions = {name: count for name, count in statistics.items() if count}
+            print(f"  ONNX Runtime fused graph: {fusions}")
+        except Exception as error:  # noqa: BLE001 - a peer that cannot be built is reported, not fatal
+            print(f"  (ONNX Runtime fused graph not built: {type(error).__name__}: {str(error).splitlines()[0][:200]})")
+    print(f"  exported and quantised for ONNX Runtime in {time.perf_counter() - start:.0f}s")
+    return runners
+
+
+def ctranslate2_runner(stock: XLMRobertaModel, workdir: str) -> Callable | None:
+    """CTranslate2's int8 encoder, converted from stock's weights (its XLM-R loader reads a sequence classifier's
+    `roberta`, and the real vocabulary's tokenizer for the vocabulary)."""
+    try:
+        import ctranslate2
+        from ctranslate2.converters import TransformersConverter
+    except ImportError:
+        print("  (ctranslate2 not installed: pip install ctranslate2)")
+        return None
+    try:
+        from tests.support.corpus import real_tokenizer_json_path
+        from tests.support.models import fast_stock_tokenizer
+
+        tokenizer = fast_stock_tokenizer(real_tokenizer_json_path())
+    except (ImportError, RuntimeError) as error:
+        print(f"  (CTranslate2 needs the real vocabulary of the test extra: {error})")
+        return None
+    start = time.perf_counter()
+    config = copy.deepcopy(stock.config)
+    config.position_embedding_type = "absolute"  # CTranslate2 4.x reads this transformers 4 attribute
+    classifier = XLMRobertaForSequenceClassification(config)
+    classifier.roberta.load_state_dict(stock.state_dict(), strict=True)
+    hf_dir, ct2_dir = os.path.join(workdir, "hf_for_ct2"), os.path.join(workdir, "ct2")
+    classifier.save_pretrained(hf_dir)
+    tokenizer.save_pretrained(hf_dir)
+    try:
+        TransformersConverter(hf_dir).convert(ct2_dir, quantization="int8")
+    except Exception as error:  # noqa: BLE001 - the converter's own errors, whatever they are, are the report
+        print(f"  (CTranslate2 cannot convert this model: {type(error).__name__}: {str(error).splitlines()[0][:200]})")
+        return None
+    encoder = ctranslate2.Encoder(ct2_dir, device="cpu", compute_type="int8", intra_threads=torch.get_num_threads())
+    print(f"  converted for CTranslate2 {ctranslate2.__version__} in {time.perf_counter() - start:.0f}s")
+
+    def run_batch(input_ids, attention_mask):
+        rows = [ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask)]
+        hidden = torch.from_numpy(np.asarray(encoder.forward_batch(rows).last_hidden_state))
+        return torch.nn.functional.pad(hidden, (0, 0, 0, input_ids.shape[1] - hidden.shape[1]))
+
+    return run_batch
+
+
+__all__ = ["ctranslate2_runner", "onnx_runners"]

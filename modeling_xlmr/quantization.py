@@ -1,0 +1,142 @@
+"""int8 inference for the packed encoder's projections, on CPU through oneDNN (torch's x86 int8 kernels).
+
+* Weights: int8, symmetric, one scale per output channel, quantised once from the float weights into the
+  prepared-weights cache of `fast_path` (never into the state dict: saved weights stay fp32/bf16, and the
+  cache is rebuilt from them whenever they change, like the float one).
+* Activations: quantised per token on every call (dynamic: no calibration data), symmetric, as uint8 with a
+  fixed zero point; the GEMM accumulates in int32 and returns fp32 with the weight scales applied.
+* oneDNN takes one activation scale per tensor, so the per-token scale, the bias, GELU and the residual add
+  are applied on the fp32 output (one fused multiply-add, then GELU or the residual in place). A per-tensor
+  scale would let oneDNN fuse them, but one outlier token then costs every token its precision.
+* Without VNNI (AVX2 or AVX-512 without VNNI, e.g. Zen 3, Skylake) the kernels multiply uint8 by int8
+  pairs into int16 (vpmaddubsw), which saturates for 8-bit activations against 8-bit weights: there the
+  activations take 7 bits (fbgemm's `reduce_range`). With VNNI or AMX they take all 8.
+
+LayerNorm, softmax and attention stay in the model's float dtype. Which projections run int8 is set per
+layer (`set_int8_projections`): trained transformers hide activation outliers in the feed-forward down
+projection, which can be kept in float.
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+
+import torch
+from torch import nn
+
+# The projections of a layer as the fast path prepares them (query, key and value are one fused GEMM).
+PROJECTIONS = ("qkv", "attention_output", "ffn_up", "ffn_down")
+_WEIGHT_LEVELS = 127
+_VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def int8_unavailable_reason(device: torch.device | str) -> str | None:
+    """Why int8 inference cannot run on `device` here, or None when it can."""
+    device = torch.device(device)
+    if device.type != "cpu":
+        return (
+            f"int8 inference runs on CPU only (oneDNN int8 kernels) and the model is on {device}; "
+            "use dtype='bf16' or 'fp16' on GPUs"
+        )
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
+        return f"int8 inference needs an x86 CPU (oneDNN's x86 int8 kernels); this one is {platform.machine()}"
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise")):
+        return "this torch build has no oneDNN int8 kernels (torch.ops.onednn.qlinear_pointwise); use dtype='fp32'"
+    return None
+
+
+def int8_usable(weight: torch.Tensor) -> bool:
+    """The int8 kernels can run this weight now (CPU, oneDNN present and enabled)."""
+    return torch.backends.mkldnn.enabled and int8_unavailable_reason(weight.device) is None
+
+
+@functools.cache
+def activation_levels() -> int:
+    """Largest quantised activation magnitude: 127 with VNNI/AMX, 63 (7 bits) where u8 x s8 pairs saturate int16."""
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            flags = next((set(line.split(":", 1)[1].split()) for line in cpuinfo if line.startswith("flags")), set())
+    except OSError:
+        pass
+    vnni = any(flag in flags for flag in _VNNI_FLAGS) or torch.cpu._is_vnni_supported()
+    return 127 if vnni else 63
+
+
+def set_int8_projections(layers: nn.ModuleList, exclude: tuple[str, ...] | list[str] = ()) -> None:
+    """Marks each layer's projections for int8 (`layer.int8_projections`), all but those `exclude` names.
+
+    `exclude` entries: a projection name for every layer ("ffn_down"), a layer ("layer.3"), or one
+    projection of one layer ("layer.3.ffn_down"). The mark is a plain attribute, not state: saving the
+    model saves float weights and no int8 setting.
+    """
+    excluded = {_parse_exclusion(entry, len(layers)) for entry in exclude}
+    for index, layer in enumerate(layers):
+        layer.int8_projections = frozenset(
+            name
+            for name in PROJECTIONS
+            if (None, name) not in excluded and (index, None) not in excluded and (index, name) not in excluded
+        )
+
+
+def _parse_exclusion(entry: str, num_layers: int) -> tuple[int | None, str | None]:
+    parts = str(entry).split(".")
+    if len(parts) == 1 and parts[0] in PROJECTIONS:
+        return None, parts[0]
+    if parts[0] == "layer" and len(parts) in (2, 3) and parts[1].isdigit() and int(parts[1]) < num_layers:
+        if len(parts) == 2:
+            return int(parts[1]), None
+        if parts[2] in PROJECTIONS:
+            return int(parts[1]), parts[2]
+    raise ValueError(
+        f"cannot exclude {entry!r} from int8: name a projection ({', '.join(PROJECTIONS)}), a layer "
+        f"('layer.0' .. 'layer.{num_layers - 1}') or both ('layer.3.ffn_down')."
+    )
+
+
+class Int8Linear:
+    """`nn.Linear`s sharing an input (fused along their outputs, like `fast_path.PreparedLinear`) as one
+    oneDNN int8 GEMM with per-channel int8 weights and per-token dynamic activations."""
+
+    onednn = True  # rows are bucketed like oneDNN's float GEMMs (its int8 kernels are also built per shape)
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, rows_hint: int):
+        weight = weight.detach().float()
+        self.shape = tuple(weight.shape)
+        scale = weight.abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny) / _WEIGHT_LEVELS
+        quantized = torch.round(weight / scale[:, None]).clamp_(-_WEIGHT_LEVELS, _WEIGHT_LEVELS).to(torch.int8)
+        self.weight = torch.ops.onednn.qlinear_prepack(quantized, [rows_hint, weight.shape[1]])
+        self.weight_scale = scale
+        self.weight_zero_point = torch.zeros(weight.shape[0], dtype=torch.long)
+        self.bias = None if bias is None else bias.detach().float()
+        self.levels = activation_levels()
+        self.zero_point = self.levels + 1  # uint8 codes 1 .. 2 * levels + 1
+        self._rounding_offset = torch.tensor(self.zero_point + 0.5)
+
+    def _gemm(self, inputs: torch.Tensor) -> torch.Tensor:
+        """(inputs @ W^T) in fp32, per-token scale and bias applied."""
+        rows = inputs.float()
+        amax = torch.linalg.vector_norm(rows, ord=float("inf"), dim=1, keepdim=True)
+        token_scale = amax.clamp_min_(torch.finfo(torch.float32).tiny) / self.levels
+        # round(x / s) + zero point, as uint8: adding zero point + 0.5 and truncating rounds (all values are > 0).
+        codes = torch.addcmul(self._rounding_offset, rows, token_scale.reciprocal()).to(torch.uint8)
+        outputs = torch.ops.onednn.qlinear_pointwise(
+            codes, 1.0, self.zero_point, self.weight, self.weight_scale, self.weight_zero_point,
+            None, 1.0, 0, torch.float32, "none", [], "",
+        )  # fmt: skip
+        if self.bias is None:
+            return outputs.mul_(token_scale)
+        return torch.addcmul(self.bias, outputs, token_scale, out=outputs)
+
+    def __call__(self, inputs: torch.Tensor, gelu: bool = False) -> torch.Tensor:
+        outputs = self._gemm(inputs)
+        if gelu:
+            outputs = torch.ops.aten.gelu_(outputs)
+        return outputs.to(inputs.dtype)
+
+    def add(self, inputs: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self._gemm(inputs).add_(residual).to(residual.dtype)
+
+
+__all__ = ["PROJECTIONS", "Int8Linear", "activation_levels", "int8_unavailable_reason", "set_int8_projections"]
