@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import subprocess
 import sys
@@ -24,23 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.bench_speed import machine_description
 from tests.support.corpus import real_tokenizer_json_path
 from tests.support.models import TEXTS, build_tiny_repo, fast_stock_tokenizer
-
-
-def machine_description() -> str:
-    model_name, flags = platform.processor() or "unknown CPU", set()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    model_name = line.split(":", 1)[1].strip()
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    features = [flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if flag in flags]
-    return f"{model_name}, {os.cpu_count()} CPUs, flags: {' '.join(features) or 'none of avx2/avx512/amx'}"
 
 
 def write_corpus(path: Path, lines: int, seed: int = 0) -> None:
