@@ -30,7 +30,7 @@ from ..common.dependencies import require
 from ..common.files import atomic_file
 from ..modeling_xlmr import XLMRForTokenClassification
 from ..training.lora import apply_lora, check_lora_options, save_adapter_and_merged
-from ..training.results import infer_setting
+from ..training.results import check_card_target, evaluation_targets, infer_setting
 from ..training.trainer import (
     check_output_dir,
     check_training_options,
@@ -242,8 +242,7 @@ def _report(
 
 def evaluate(args: argparse.Namespace) -> int:
     _check_options(args)
-    if args.update_model_card and not os.path.isdir(args.model):
-        raise ValueError(f"--update-model-card needs a local model directory; {args.model} is not one.")
+    check_card_target(args)
     config = load_checked_config(args)
     labels = args.labels or _model_labels(config)
     if labels is None:
@@ -272,12 +271,9 @@ def evaluate(args: argparse.Namespace) -> int:
     if args.output_dir:
         trainer.save_metrics("eval", table.metrics("eval"))  # eval_results.json + all_results.json
     if trainer.is_world_process_zero():
-        card = os.path.join(args.model, "README.md") if args.update_model_card else None
-        results = os.path.join(args.output_dir, RESULTS_STEM) if args.output_dir else None
+        json_path, markdown_path, card = evaluation_targets(args, RESULTS_STEM)
         if args.output_dir:
             write_predictions(os.path.join(args.output_dir, PREDICTIONS_FILE), evaluation, predicted)
-        json_path = args.results_json or (results and f"{results}.json")
-        markdown_path = args.results_markdown or (results and f"{results}.md")
         _report(args, table, json_path, markdown_path, card)
     return 0
 

@@ -20,6 +20,7 @@ from datasets.utils.logging import disable_progress_bar
 from transformers import DataCollatorWithPadding, Trainer, set_seed
 
 from ..modeling_xlmr import XLMRForSequenceClassification
+from ..training.results import check_card_target, evaluation_targets
 from ..training.trainer import (
     check_output_dir,
     check_training_options,
@@ -178,8 +179,7 @@ def _report(
 
 def evaluate(args: argparse.Namespace) -> int:
     _check_options(args)
-    if args.update_model_card and not os.path.isdir(args.model):
-        raise ValueError(f"--update-model-card needs a local model directory; {args.model} is not one.")
+    check_card_target(args)
     config, id2label = _load_config(args)
     if is_placeholder_labels(config.id2label) and not args.labels:
         raise ValueError(
@@ -205,10 +205,7 @@ def evaluate(args: argparse.Namespace) -> int:
     if args.output_dir:
         trainer.save_metrics("eval", table.metrics("eval"))  # eval_results.json + all_results.json
     if trainer.is_world_process_zero():
-        card = os.path.join(args.model, "README.md") if args.update_model_card else None
-        results = os.path.join(args.output_dir, RESULTS_STEM) if args.output_dir else None
-        json_path = args.results_json or (results and f"{results}.json")
-        markdown_path = args.results_markdown or (results and f"{results}.md")
+        json_path, markdown_path, card = evaluation_targets(args, RESULTS_STEM)
         _report(args, table, json_path, markdown_path, card)
     return 0
 
