@@ -16,8 +16,9 @@ our `tokenizers` pipeline's) give the same ids, and among those the lines whose 
 
     python -m bench.bench_tokenizer [--batch-size 64] [--repeats 5] [--lines 20000]
 
-Prints the machine, lines/s and tokens/s per tokenizer and mode and the ratios to transformers' tokenizer in the
-same mode. A benchmark, not a test.
+Prints the machine, lines/s and tokens/s per tokenizer and mode (fastest pass) and the ratio to transformers'
+tokenizer in the same mode: the median, over rounds, of the ratio of two passes made one after the other (the order
+alternating), so that a shared machine's changing load does not land on one side. A benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import tempfile
 import time
 
@@ -44,13 +46,21 @@ def time_pass(encode, batches: list) -> tuple[float, int]:
     return time.perf_counter() - start, tokens
 
 
-def best_times(candidates: dict, repeats: int) -> dict[str, tuple[float, int]]:
-    """Fastest pass of each candidate; passes are interleaved so that load changes hit all of them alike."""
-    best = {name: (float("inf"), 0) for name in candidates}
-    for _ in range(repeats):
-        for name, (encode, batches) in candidates.items():
-            best[name] = min(best[name], time_pass(encode, batches))
-    return best
+def paired_passes(stock, candidate, batches: list, repeats: int) -> tuple[float, float, int, float]:
+    """Alternate passes of transformers' tokenizer and a candidate (the order flips each round, so neither always
+    runs first): both fastest passes, the token count, and the median over rounds of stock seconds / candidate
+    seconds. Each ratio compares two passes made seconds apart, so the load changes of a shared VM (which move
+    absolute timings by a third from minute to minute) cancel out of it."""
+    stock_best = candidate_best = float("inf")
+    ratios, tokens = [], 0
+    for round_index in range(repeats):
+        order = (stock, candidate) if round_index % 2 == 0 else (candidate, stock)
+        seconds = {}
+        for encode in order:
+            seconds[encode], tokens = time_pass(encode, batches)
+        stock_best, candidate_best = min(stock_best, seconds[stock]), min(candidate_best, seconds[candidate])
+        ratios.append(seconds[stock] / seconds[candidate])
+    return stock_best, candidate_best, tokens, statistics.median(ratios)
 
 
 def with_offsets(tokenizer):
@@ -118,21 +128,26 @@ def main() -> None:
         "offsets": (with_offsets, batches),
         "words": (with_words, word_batches),
     }
-    candidates = {}
-    for mode, (wrap, inputs) in modes.items():
-        candidates[f"transformers XLMRobertaTokenizer, {mode}"] = (wrap(stock), inputs)
-        candidates[f"XLMRTokenizerFast (ours), {mode}"] = (wrap(ours), inputs)
-    candidates["ours, verify_with_sentencepiece=False, ids"] = (lambda batch: unverified(batch)["input_ids"], batches)
-    candidates["raw sentencepiece encode, ids"] = (processor.encode, batches)
+    rows = []  # (name, mode, seconds, tokens, median ratio to transformers' tokenizer in that mode)
+    for mode, (wrap, inputs) in modes.items():  # each mode's pair timed together, one mode after the other
+        stock_seconds, seconds, tokens, ratio = paired_passes(wrap(stock), wrap(ours), inputs, args.repeats)
+        rows += [("transformers XLMRobertaTokenizer", mode, stock_seconds, tokens, 1.0)]
+        rows += [("XLMRTokenizerFast (ours)", mode, seconds, tokens, ratio)]
+    ids_of_stock = modes["ids"][0](stock)
+    for name, encode in (
+        ("ours, verify_with_sentencepiece=False", lambda batch: unverified(batch)["input_ids"]),
+        ("raw sentencepiece encode", processor.encode),
+    ):
+        _, seconds, tokens, ratio = paired_passes(ids_of_stock, encode, batches, args.repeats)
+        rows.append((name, "ids", seconds, tokens, ratio))
 
     print(machine_description())
     print(f"{len(lines)} lines, {sum(map(len, lines))} characters, batch size {args.batch_size}")
-    results = best_times(candidates, args.repeats)
     print(f"{'tokenizer, mode':<46} {'lines/s':>10} {'tokens/s':>11} {'vs transformers, same mode':>27}")
-    for name, (seconds, tokens) in results.items():
-        mode = name.rsplit(", ", 1)[1]
-        reference = results[f"transformers XLMRobertaTokenizer, {mode}"][0]
-        print(f"{name:<46} {len(lines) / seconds:>10.0f} {tokens / seconds:>11.0f} {reference / seconds:>26.2f}x")
+    for name, mode, seconds, tokens, ratio in rows:
+        label = f"{name}, {mode}"
+        print(f"{label:<46} {len(lines) / seconds:>10.0f} {tokens / seconds:>11.0f} {ratio:>26.2f}x")
+    print("(lines/s and tokens/s: fastest pass; ratio: median over rounds of paired passes, seconds apart)")
 
     for mode, inputs, options in (("offsets", batches, {}), ("words", word_batches, {"is_split_into_words": True})):
         for reference_name, reference in (("transformers'", stock), ("our tokenizers pipeline's", unverified)):

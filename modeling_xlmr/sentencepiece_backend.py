@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import os
 import re
 import threading
 from itertools import chain, islice
@@ -35,10 +36,11 @@ from tokenizers import Encoding, Tokenizer, models
 from .sentencepiece_conversion import (
     FAIRSEQ_SPECIAL_TOKENS,
     FAIRSEQ_UNK_ID,
+    normalizer_spec,
     renumbered_in_fairseq_order,
 )
 from .sentencepiece_rows import NativeRow, SentencePieceEncoding
-from .sentencepiece_spans import PieceSpans, word_index_of, words_spans
+from .sentencepiece_spans import NormalizationRule, PieceSpans, word_index_of, words_spans
 
 # Rust's `char::is_whitespace` (Unicode White_Space), which `tokenizers` uses for an added token's lstrip/rstrip.
 _WHITESPACE = "[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*"
@@ -83,13 +85,15 @@ class SentencePieceReference:
 
     @functools.cached_property
     def piece_spans(self) -> PieceSpans:
-        return PieceSpans(self.fairseq_vocab, self.normalizer)
+        rule = NormalizationRule.of(normalizer_spec(self.serialized_model))
+        return PieceSpans(self.fairseq_vocab, self.normalizer, rule)
 
     def ids(self, texts: list[str]) -> list[list[int]]:
+        threads = _encoder_threads(len(texts))
         if self.direct:
-            return self.processor.encode(texts, num_threads=1)
+            return self.processor.encode(texts, num_threads=threads)
         lookup = self.spm_to_fairseq.__getitem__
-        return [list(map(lookup, ids)) for ids in self.processor.encode(texts, num_threads=1)]
+        return [list(map(lookup, ids)) for ids in self.processor.encode(texts, num_threads=threads)]
 
     def pieces_with_offsets(self, text: str, start: int = 0) -> tuple[list[str], list[tuple[int, int]]]:
         """sentencepiece's pieces for `text` and the character span of each in the text (shifted by `start`)."""
@@ -357,34 +361,39 @@ class _Batch:
         if self.has_added_tokens:
             rows = [row for row in rows if not _has_added_tokens(self.segments[row], self.pretokenized)]
         texts = [text for row in rows for text in self.items[row]]
-        text_ids = [ids for row in rows for ids in self.word_parts[row]]
-        if self.pretokenized:  # one check for every word of the batch, else row by row
-            words, word_ids = list(chain.from_iterable(texts)), list(chain.from_iterable(text_ids))
-            flat = spans_of.flat_spans(words, word_ids)
+        text_ids = [ids for row in rows for ids in self.word_parts[row]]  # pre-split words: each word's ids
+        if self.pretokenized:  # one check for every word of the batch, else text by text
+            flat = spans_of.flat_spans(list(chain.from_iterable(texts)), list(chain.from_iterable(text_ids)))
             if flat is not None:
                 pieces = iter(flat)
-                spans = [list(islice(pieces, sum(map(len, ids)))) for ids in text_ids]
+                spans = [list(islice(pieces, len(ids))) for row in rows for ids in self.parts[row]]
             else:
                 spans = [words_spans(spans_of, text, ids) for text, ids in zip(texts, text_ids)]
-            words_of = [functools.partial(word_index_of, ids) for ids in text_ids]
-            ids_of = [list(chain.from_iterable(ids)) for ids in text_ids]
+            ids_of, word_ids_of = [ids for row in rows for ids in self.parts[row]], word_index_of
         else:
-            spans, ids_of = spans_of.spans_of_each(texts, text_ids), text_ids
-            words_of = [functools.partial(spans_of.word_ids, ids) for ids in text_ids]
-        sequences = iter(zip(ids_of, spans, words_of))
+            spans, ids_of, word_ids_of = spans_of.spans_of_each(texts, text_ids), text_ids, spans_of.word_ids
+        # each text: (its ids, its spans, what `word_ids_of` makes its word ids from)
+        sequences = iter(zip(ids_of, spans, text_ids))
         side = self.truncation["direction"] if self.truncation else "right"
         special = 2 if self.add_special_tokens else 0
+        tokens, add_special_tokens, no_padding = spans_of.tokens, self.add_special_tokens, (0, "right", "")
         natives = {}
         for row in rows:
-            row_sequences = [next(sequences) for _ in self.items[row]]
-            if any(row_spans is None for _, row_spans, _ in row_sequences):
-                continue
-            padding = (0, "right", "")
-            if self.length is not None:
+            if len(self.items[row]) == 1:
+                row_sequences = [next(sequences)]
+                if row_sequences[0][1] is None:
+                    continue
+            else:
+                row_sequences = [next(sequences) for _ in self.items[row]]
+                if any(row_spans is None for _, row_spans, _ in row_sequences):
+                    continue
+            padding = no_padding
+            if self.length is not None and self.length > self.row_lengths[row]:
                 padding = (self.length - self.row_lengths[row], self.padding["direction"], self.padding["pad_token"])
             kept = self.row_lengths[row] - special
-            tokens = spans_of.tokens
-            natives[row] = NativeRow.assemble(row_sequences, kept, side, self.add_special_tokens, tokens, padding)
+            natives[row] = NativeRow.assemble(
+                row_sequences, kept, side, add_special_tokens, tokens, word_ids_of, padding
+            )
         return natives
 
     def build(self, index: int) -> tuple[Encoding, tuple | None]:
@@ -399,6 +408,23 @@ class _Batch:
                     encoding.pad(self.length, **_pad_arguments(self.padding))
                 self._encodings[row] = (encoding, spans)
         return self._encodings[index]
+
+
+def _encoder_threads(texts: int) -> int:
+    """Threads for sentencepiece's batch encoder, parallel as `tokenizers` is with its own batches: the cores this
+    process may use, but no more than one per 16 texts (a thread for a handful of short texts costs more than it
+    saves), and one when TOKENIZERS_PARALLELISM turns `tokenizers`' parallelism off (its own spellings of false)."""
+    if os.environ.get("TOKENIZERS_PARALLELISM", "").lower() in _PARALLELISM_OFF:
+        return 1
+    return max(1, min(_usable_cores(), texts // 16))
+
+
+_PARALLELISM_OFF = ("off", "false", "f", "no", "n", "0")
+
+
+@functools.cache
+def _usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @contextlib.contextmanager

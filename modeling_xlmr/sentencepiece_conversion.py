@@ -166,6 +166,11 @@ def build_backend_tokenizer(proto, dict_symbols: list[str] | None = None) -> Tok
     return tokenizer
 
 
+def normalizer_spec(serialized_model: bytes):
+    """The `NormalizerSpec` of a serialized sentencepiece model."""
+    return _model_pb2().ModelProto.FromString(serialized_model).normalizer_spec
+
+
 def renumbered_in_fairseq_order(serialized_model: bytes) -> bytes | None:
     """The same sentencepiece model numbered as fairseq's XLM-R dictionary numbers a dict.txt written in
     sentencepiece's order: `<s> <pad> </s> <unk>`, then every other piece at its id + 1. None when the model

@@ -8,6 +8,7 @@ other root modules.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from tokenizers import Encoding
@@ -158,41 +159,47 @@ class NativeRow:
     `Encoding`: `offsets` (made at once: what callers read most), and `word_ids`, `sequence_ids`, `tokens` and
     `special_tokens_mask`, each made when first read.
 
-    `sequences` holds each text's (ids, spans, word ids or a function giving them) as the row keeps them; the row is
-    `<s> A </s>` / `<s> A </s></s> B </s>` (fairseq's template) or `A` / `A B` without special tokens, then padded
-    with `padding = (count, direction, pad token)`."""
+    `sequences` holds each text's (ids, spans, word source) as the row keeps them, `word_ids_of(word source)` being
+    the text's word ids; the row is `<s> A </s>` / `<s> A </s></s> B </s>` (fairseq's template) or `A` / `A B`
+    without special tokens, then padded with `padding = (count, direction, pad token)`."""
 
     __slots__ = (
         "_padding",
         "_token_strings",
         "_values",
+        "_word_ids_of",
         "add_special_tokens",
         "offsets",
         "sequences",
         "truncated",
     )
 
-    def __init__(self, sequences, add_special_tokens: bool, truncated: bool, token_strings, padding=(0, "right", "")):
+    def __init__(self, sequences, add_special_tokens: bool, truncated: bool, token_strings, word_ids_of, padding):
         self.sequences, self.add_special_tokens, self.truncated = sequences, add_special_tokens, truncated
-        self._token_strings, self._padding, self._values = token_strings, padding, None
-        self.offsets = self._layout([spans for _, spans, _ in sequences], (0, 0), (0, 0))
+        self._token_strings, self._word_ids_of, self._padding, self._values = token_strings, word_ids_of, padding, None
+        if len(sequences) == 1 and add_special_tokens and not padding[0]:  # most rows: `<s> A </s>`
+            self.offsets = [(0, 0), *sequences[0][1], (0, 0)]
+        else:
+            self.offsets = self._layout([spans for _, spans, _ in sequences], (0, 0), (0, 0))
 
     @classmethod
     def assemble(
         cls,
-        sequences: list[tuple[list[int], list[tuple[int, int]], list[int | None]]],
+        sequences: list[tuple[list[int], list[tuple[int, int]], Any]],
         kept: int,
         truncation_side: str,
         add_special_tokens: bool,
         token_strings: list[str],
+        word_ids_of: Callable[[Any], list[int]],
         padding: tuple[int, str, str] = (0, "right", ""),
     ) -> NativeRow:
         """`kept`: how many of a single text's pieces the row keeps (pairs are never cut here)."""
         truncated = len(sequences) == 1 and kept < len(sequences[0][0])
         if truncated:
             window = slice(0, kept) if truncation_side == "right" else slice(len(sequences[0][0]) - kept, None)
-            sequences = [tuple((values() if callable(values) else values)[window] for values in sequences[0])]
-        return cls(sequences, add_special_tokens, truncated, token_strings, padding)
+            ids, spans, words = sequences[0]
+            sequences, word_ids_of = [(ids[window], spans[window], word_ids_of(words)[window])], list
+        return cls(sequences, add_special_tokens, truncated, token_strings, word_ids_of, padding)
 
     def _layout(self, values: list[list], special, pad) -> list:
         """Each sequence's values with `special` at its template positions, then the padding."""
@@ -217,7 +224,7 @@ class NativeRow:
     @property
     def word_ids(self) -> list[int | None]:
         def make():
-            words = [words() if callable(words) else words for _, _, words in self.sequences]
+            words = [self._word_ids_of(words) for _, _, words in self.sequences]
             return self._layout(words, None, None)
 
         return self._made("word_ids", make)

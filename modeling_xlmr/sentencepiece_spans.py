@@ -7,19 +7,29 @@ prefix, and a piece covering normalized characters `s .. e-1` spans original cha
 (the dummy "▁" shares the first character's span, as `tokenizers`' `Prepend` aligns it). So for such a text the
 spans follow from the lengths of sentencepiece's pieces alone.
 
-Whether a text is such a text is checked exactly, and cheaply: sentencepiece's pieces spell its normalized text,
-which must equal "▁" + the text with every character replaced by its own one-character normalization (a table
-built once from sentencepiece's normalizer, per character in context "a?a"). Texts that fail (runs of spaces,
-characters that expand, vanish or merge, leading or trailing whitespace, unknown pieces) are left to the
-`tokenizers` pipeline, as before; those are a small minority of real text.
+Whether a text is such a text is decided exactly, in two ways:
+
+* by its characters (`NormalizationRule`), read from the normalizer's own table: no character that any of the
+  table's multi-character entries needs in second place (so none of them can match), no character the table maps
+  to something else, single spaces only and none at either end, and no piece that does not spell its own text
+  (unknown or byte pieces). One regular-expression search over a whole batch; most text passes.
+* otherwise by spelling: sentencepiece's pieces spell its normalized text, which must equal "▁" + the text with
+  every character replaced by its own one-character normalization (a table built once from sentencepiece's
+  normalizer, per character in context "a?a"; this admits e.g. fullwidth forms).
+
+Texts that fail both (runs of spaces, characters that expand, vanish or merge, leading or trailing whitespace,
+unknown pieces) are left to the `tokenizers` pipeline; those are a small minority of real text.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
-from itertools import accumulate, chain, islice, pairwise, repeat
-from operator import sub
+import re
+from bisect import bisect_right
+from collections.abc import Collection, Sequence
+from itertools import accumulate, chain, islice
+
+import numpy as np
 
 SPACE_SYMBOL = "\u2581"
 _SURROGATES = range(0xD800, 0xE000)
@@ -31,14 +41,18 @@ class PieceSpans:
     `vocab` is the fairseq vocabulary (token -> id) the ids come from; `normalizer` a `SentencePieceNormalizer` of
     the same model (used once, to build the character table)."""
 
-    def __init__(self, vocab: dict[str, int], normalizer):
+    def __init__(self, vocab: dict[str, int], normalizer, rule: NormalizationRule | None = None):
         tokens = [""] * (max(vocab.values()) + 1)
         for token, token_id in vocab.items():
             tokens[token_id] = token
         self.tokens = tokens
         self.lengths = [len(token) for token in tokens]
+        self._length_array = np.array(self.lengths, dtype=np.int64)
         self.starts_word = [token.startswith(SPACE_SYMBOL) for token in tokens]
         self._normalizer = normalizer
+        self._rule = rule
+        # pieces whose token string is not the text they cover: specials, <unk>, byte pieces (<0x41>)
+        self._unspelled = np.array([_NOT_SPELLED.fullmatch(token) is not None for token in tokens])
 
     @functools.cached_property
     def table(self) -> dict[int, str]:
@@ -53,55 +67,212 @@ class PieceSpans:
 
     def spans(self, text: str, ids: Sequence[int]) -> list[tuple[int, int]] | None:
         """The `tokenizers` span of each piece of `text` (its ids), or None if the text needs the pipeline."""
-        if not ids:  # nothing left after normalization: no piece, no span
-            return []
-        spelled = "".join(map(self.tokens.__getitem__, ids))
-        # Most text only needs " " -> "▁" (a C-speed check); the table handles e.g. fullwidth forms.
-        if spelled[1:] != text.replace(" ", SPACE_SYMBOL) and spelled[1:] != text.translate(self.table):
-            return None
-        if spelled[:1] != SPACE_SYMBOL:
-            return None
-        # bounds[k] = (end of piece k-1) - 1 in normalized characters = the original index where piece k starts
-        bounds = list(accumulate(map(self.lengths.__getitem__, ids), initial=-1))
-        spans = list(pairwise(bounds))
-        spans[0] = (0, max(bounds[1], 1))  # the dummy "▁" shares the first character's span
-        return spans
-
-    def flat_spans(self, units: Sequence[str], ids_per_unit: Sequence[Sequence[int]]) -> list | None:
-        """The spans of every piece of every unit (texts, or a row's words: each encoded on its own), each relative
-        to its unit, in one list; None unless every unit only needs " " -> "▁" (then `spans` decides, unit by unit).
-
-        One string comparison checks all units at once: the pieces must spell "▁" + unit for each unit in turn, and
-        split where the units do."""
-        ids = list(chain.from_iterable(ids_per_unit))
-        spelled = "".join(map(self.tokens.__getitem__, ids))
-        if spelled != (SPACE_SYMBOL + SPACE_SYMBOL.join(units)).replace(" ", SPACE_SYMBOL):
-            return None
-        counts = list(map(len, ids_per_unit))
-        bounds = list(accumulate(map(self.lengths.__getitem__, ids), initial=-1))
-        unit_starts = list(accumulate([len(unit) + 1 for unit in units], initial=0))  # in `spelled`
-        piece_starts = accumulate(counts, initial=0)
-        if any(bounds[piece] != start - 1 for piece, start in zip(piece_starts, unit_starts[:-1])):
-            return None  # an empty unit, or pieces that do not split where the units do
-        bases = list(chain.from_iterable(map(repeat, unit_starts, counts)))
-        ends = list(map(sub, islice(bounds, 1, None), bases))  # relative to its unit, in original characters
-        spans = list(zip(map(sub, bounds, bases), ends))
-        for first in accumulate(counts[:-1], initial=0):  # a unit's dummy "▁" shares its first character's span
-            if first < len(spans):
-                spans[first] = (0, ends[first] if ends[first] > 0 else 1)
-        return spans
+        return self.spans_of_each([text], [ids])[0]
 
     def spans_of_each(self, units: Sequence[str], ids_per_unit: Sequence[Sequence[int]]) -> list[list | None]:
-        """`spans` of each unit, all at once where `flat_spans` can."""
-        flat = self.flat_spans(units, ids_per_unit)
-        if flat is None:
-            return [self.spans(unit, ids) for unit, ids in zip(units, ids_per_unit)]
-        pieces = iter(flat)
-        return [list(islice(pieces, len(ids))) for ids in ids_per_unit]
+        """`spans` of each unit (texts, or words each encoded on its own): None for a unit that needs the pipeline,
+        [] for a unit with no piece (nothing left after normalization)."""
+        doubtful = self._units_maybe_changed(units, ids_per_unit)
+        chosen = [
+            index
+            for index, (unit, ids) in enumerate(zip(units, ids_per_unit))
+            if ids and (index not in doubtful or self._spelled_char_for_char(unit, ids))
+        ]
+        result = [None if ids else [] for ids in ids_per_unit]
+        if not chosen:
+            return result
+        chosen_units, chosen_ids = [units[index] for index in chosen], [ids_per_unit[index] for index in chosen]
+        for index, unit_spans in zip(chosen, self._spans_of_checked(chosen_units, chosen_ids)):
+            if unit_spans is None and len(units) > 1:  # a piece that does not spell its text: judge the unit alone
+                unit_spans = self.spans(units[index], ids_per_unit[index])
+            result[index] = unit_spans
+        return result
+
+    def flat_spans(self, units: Sequence[str], ids_per_unit: Sequence[Sequence[int]]) -> list | None:
+        """The spans of every piece of every unit (a batch's or a row's words), each relative to its unit, in one
+        list; None unless every unit is kept plainly (then `spans_of_each` decides, unit by unit)."""
+        if not self._all_kept(units, ids_per_unit):
+            return None
+        starts, ends, fits = self._bounds(units, ids_per_unit)
+        return list(zip(starts.tolist(), ends.tolist())) if all(fits) else None
+
+    def _all_kept(self, units: Sequence[str], ids_per_unit: Sequence[Sequence[int]]) -> bool:
+        return bool(units) and all(ids_per_unit) and not self._units_maybe_changed(units, ids_per_unit)
+
+    def _units_maybe_changed(self, units: Sequence[str], ids_per_unit: Sequence[Sequence[int]]) -> Collection[int]:
+        """The units not known to normalize to "▁" + themselves with " " -> "▁" (the pieces, which spell the
+        normalized text, are then checked by `_bounds`): by their characters where the rule is known, else by one
+        string comparison of what all the pieces spell (every unit when it fails)."""
+        if self._rule is not None:
+            return self._rule.changed(units)
+        spelled = "".join(map(self.tokens.__getitem__, chain.from_iterable(ids_per_unit)))
+        kept = spelled == (SPACE_SYMBOL + SPACE_SYMBOL.join(units)).replace(" ", SPACE_SYMBOL)
+        return () if kept else range(len(units))
+
+    def _spelled_char_for_char(self, text: str, ids: Sequence[int]) -> bool:
+        """One unit's exact check: its pieces spell "▁" + its characters each normalized on its own."""
+        spelled = "".join(map(self.tokens.__getitem__, ids))
+        if spelled[:1] != SPACE_SYMBOL:
+            return False
+        # Most text only needs " " -> "▁" (a C-speed check); the table handles e.g. fullwidth forms.
+        return spelled[1:] == text.replace(" ", SPACE_SYMBOL) or spelled[1:] == text.translate(self.table)
+
+    def _spans_of_checked(self, units: Sequence[str], ids_per_unit: Sequence[Sequence[int]]) -> list[list | None]:
+        """The spans of units normalized character for character; None for a unit with a piece that does not spell
+        its own text, or whose pieces do not end where it does."""
+        starts, ends, fits = self._bounds(units, ids_per_unit)
+        spans = iter(list(zip(starts.tolist(), ends.tolist())))
+        return [
+            unit_spans if fit else None
+            for unit_spans, fit in zip((list(islice(spans, len(ids))) for ids in ids_per_unit), fits)
+        ]
+
+    def _bounds(
+        self, units: Sequence[str], ids_per_unit: Sequence[Sequence[int]]
+    ) -> tuple[np.ndarray, np.ndarray, list[bool]]:
+        """Flat start and end arrays of every piece (non-empty units, normalized character for character), each
+        relative to its unit, and whether each unit's pieces all spell their own text and end exactly at its end.
+
+        A piece covering normalized characters s .. e-1 spans original characters s-1 .. e-1: running sums of the
+        piece lengths, less the unit's own start and its dummy "▁", which shares the first character's span. Made
+        in numpy, so the per-token Python work is only the tuples transformers hands out."""
+        counts = np.fromiter(map(len, ids_per_unit), np.int64, len(ids_per_unit))
+        ids = np.fromiter(chain.from_iterable(ids_per_unit), np.int64, int(counts.sum()))
+        lengths = self._length_array[ids]
+        ends = np.cumsum(lengths)
+        lasts = np.cumsum(counts) - 1
+        firsts = lasts - counts + 1
+        unit_starts = np.empty_like(counts)  # normalized characters before each unit, plus its dummy "▁"
+        unit_starts[0] = 1
+        unit_starts[1:] = ends[lasts[:-1]] + 1
+        ends -= np.repeat(unit_starts, counts)
+        starts = ends - lengths
+        starts[firsts] = 0
+        ends[firsts] = np.maximum(ends[firsts], 1)
+        fits = ends[lasts] == np.fromiter(map(len, units), np.int64, len(units))
+        unspelled = self._unspelled[ids]
+        if unspelled.any():
+            fits &= ~np.logical_or.reduceat(unspelled, firsts)
+        return starts, ends, fits.tolist()
 
     def word_ids(self, ids: Sequence[int]) -> list[int]:
         """The word of each piece: a new word starts at every piece beginning with "▁" (Metaspace's split)."""
         return [count - 1 for count in accumulate(map(self.starts_word.__getitem__, ids))]
+
+
+class NormalizationRule:
+    """Which texts sentencepiece's normalizer keeps as they are (but for " " -> "▁" and the dummy "▁"), from its
+    precompiled character map.
+
+    The map is a darts-clone double array of UTF-8 keys (little-endian uint32 units after a uint32 byte size; per
+    unit: bits 0-7 and 31 the label, bit 8 "has a leaf", bits 10-30 the offset to the children, shifted by 8 when
+    bit 9 is set; a leaf's value, bits 0-30, is where its replacement starts in the null-separated strings that
+    follow the array). At each position the normalizer replaces the longest key that matches, else keeps the
+    character. So a text is kept as is when no two adjacent characters of it begin a multi-character key, none is
+    a one-character key replaced by something else, and (extra whitespace being removed) it holds no run of spaces
+    and no space at either end. Multi-character keys need one of few second characters (combining marks, vowel
+    signs, voiced sound marks), so a per-character flag finds the few places to look at."""
+
+    def __init__(self, charsmap: bytes):
+        replaced, self._key_starts = _keys_of(charsmap)
+        # per code point: 1 if the map replaces it, 2 if it is a multi-character key's second character
+        self._flags = np.zeros(0x110000, dtype=np.uint8)
+        self._flags[list(replaced | set(_SURROGATES))] = 1
+        self._flags[[ord(pair[1]) for pair in self._key_starts]] |= 2
+
+    @classmethod
+    def of(cls, normalizer_spec) -> NormalizationRule | None:
+        """The rule for a sentencepiece `NormalizerSpec`, None where it does not apply (XLM-R's settings: a dummy
+        prefix, escaped and deduplicated whitespace)."""
+        if not (
+            normalizer_spec.add_dummy_prefix
+            and normalizer_spec.escape_whitespaces
+            and normalizer_spec.remove_extra_whitespaces
+        ):
+            return None
+        return cls(normalizer_spec.precompiled_charsmap)
+
+    def changed(self, units: Sequence[str]) -> set[int]:
+        """The indices of the units (texts, or words) the normalizer may change; it keeps all the others as they are.
+
+        All units are looked at in one pass: one flag per character of the units joined by " ", in numpy (a regular
+        expression over these character classes is ~50x slower), and each flagged position mapped to its unit."""
+        text = " ".join(units)
+        changed = set()
+        if not all(units) or text[:1] == " " or text[-1:] == " " or "  " in text:  # "" normalizes to "", no "▁"
+            changed.update(
+                index
+                for index, unit in enumerate(units)
+                if not unit or unit[0] == " " or unit[-1] == " " or "  " in unit
+            )
+        code_points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        flags = self._flags[code_points]
+        positions = np.flatnonzero(flags).tolist()
+        if positions:
+            unit_starts = list(accumulate((len(unit) + 1 for unit in units[:-1]), initial=0))
+            for position in positions:
+                # a pair across units (" " + a second character) only ever counts against the unit: conservative
+                if flags[position] & 1 or text[position - 1 : position + 1] in self._key_starts:
+                    changed.add(bisect_right(unit_starts, position) - 1)
+        return changed
+
+
+def _keys_of(charsmap: bytes) -> tuple[set[int], set[str]]:
+    """The code points of the one-character keys replaced by something else, and the first two characters of
+    every multi-character key. The trie is walked breadth first, all nodes of a depth at once, down to the end of
+    each key's second character (keys run to hundreds of thousands; the first two characters are all that
+    matter)."""
+    replaced: set[int] = set()
+    key_starts: set[str] = set()
+    if not charsmap:
+        return replaced, key_starts
+    size = int.from_bytes(charsmap[:4], "little")
+    units = np.frombuffer(charsmap, dtype="<u4", count=size // 4, offset=4).astype(np.int64)
+    replacements = charsmap[4 + size :]
+    labels = units & ((1 << 31) | 0xFF)
+    offsets = (units >> 10) << ((units & (1 << 9)) >> 6)
+    has_leaf = ((units >> 8) & 1) == 1
+    values = units & ((1 << 31) - 1)
+    labels_tried = np.arange(1, 256)  # label 0 marks a leaf, not a byte
+    zeros = np.zeros(1, np.int64)
+    # per frontier node: its children's base, characters completed, the first character's code point, the code
+    # point being read, continuation bytes left
+    node, completed, first, code, left = offsets[:1], zeros, zeros, zeros, zeros
+    while len(node):
+        children = node[:, None] ^ labels_tried[None, :]
+        present = children < len(units)
+        present[present] = labels[children[present]] == np.broadcast_to(labels_tried, children.shape)[present]
+        parent, column = np.nonzero(present)
+        child, byte = children[parent, column], labels_tried[column]
+        starts = left[parent] == 0  # a lead byte: 0xxxxxxx, 110xxxxx, 1110xxxx, 11110xxx
+        kinds = [byte < 0x80, byte >= 0xF0, byte >= 0xE0]
+        code_now = np.where(
+            starts, np.select(kinds, [byte, byte & 0x07, byte & 0x0F], byte & 0x1F), (code[parent] << 6) | (byte & 0x3F)
+        )
+        left_now = np.where(starts, np.select(kinds, [0, 3, 2], 1), left[parent] - 1)
+        done = left_now == 0
+        completed_now = completed[parent] + done
+        first_now = np.where(done & (completed_now == 1), code_now, first[parent])
+        base = child ^ offsets[child]
+        single = has_leaf[child] & done & (completed_now == 1)
+        for code_point, value in zip(code_now[single].tolist(), values[base[single]].tolist()):
+            replacement = replacements[value : replacements.index(b"\0", value)]
+            if replacement != chr(code_point).encode("utf-8", "surrogatepass"):
+                replaced.add(code_point)
+        second = done & (completed_now == 2)
+        key_starts.update(chr(a) + chr(b) for a, b in zip(first_now[second].tolist(), code_now[second].tolist()))
+        deeper = ~second
+        node, completed, first, code, left = (
+            base[deeper],
+            completed_now[deeper],
+            first_now[deeper],
+            code_now[deeper],
+            left_now[deeper],
+        )
+    return replaced, key_starts
+
+
+_NOT_SPELLED = re.compile(r"<s>|<pad>|</s>|<unk>|<mask>|<0x[0-9A-Fa-f]{2}>")
 
 
 def words_spans(spans_of: PieceSpans, words: list[str], ids_per_word: list[list[int]]) -> list | None:
@@ -122,4 +293,4 @@ def word_index_of(ids_per_word: list[list[int]]) -> list[int]:
     return [word for word, ids in enumerate(ids_per_word) for _ in ids]
 
 
-__all__ = ["PieceSpans", "word_index_of", "words_spans"]
+__all__ = ["NormalizationRule", "PieceSpans", "word_index_of", "words_spans"]

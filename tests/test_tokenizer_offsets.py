@@ -140,3 +140,57 @@ def test_random_rows_equal_the_pipeline(real_tokenizer, pipeline_only, normalize
         for row in range(rows):
             if ours["input_ids"][row] != reference["input_ids"][row]:
                 assert spans_spell_their_pieces(ours, inputs[0], normalizer, row)
+
+
+# Texts that the normalization rule judges: the characters its map treats specially (combining marks, Bengali
+# vowel signs that merge with the sign before them, halfwidth voiced marks, fullwidth forms, joiners, controls,
+# enclosed letters from the astral planes) among ordinary ones and spaces.
+RULE_ALPHABET = st.one_of(
+    st.sampled_from(list("ab e\u09c7\u09be\u0301\u0308\u3099\uff76\uff9e\u200c\u200d\t\u00a0\u2581ｶ中\U0001f149")),
+    st.characters(min_codepoint=0x20, max_codepoint=0x2FFF),
+    st.characters(min_codepoint=0xF900, max_codepoint=0x1F2FF),
+)
+
+
+@pytest.fixture(scope="module")
+def model_proto(real_tokenizer_json):
+    from modeling_xlmr.sentencepiece_conversion import model_proto_from_tokenizer_json
+
+    return model_proto_from_tokenizer_json(real_tokenizer_json)
+
+
+@pytest.fixture(scope="module")
+def rule(model_proto):
+    from modeling_xlmr.sentencepiece_spans import NormalizationRule
+
+    return NormalizationRule.of(model_proto.normalizer_spec)
+
+
+@pytest.fixture(scope="module")
+def model_normalizer(model_proto):
+    """sentencepiece's own normalizer on this model's character map (its built-in nmt_nfkc is a newer Unicode's)."""
+    return sentencepiece.SentencePieceNormalizer(model_proto=model_proto.SerializeToString())
+
+
+def kept_by_sentencepiece(normalizer, text: str) -> bool:
+    return normalizer.normalize(text) == "▁" + text.replace(" ", "▁")
+
+
+def test_normalization_rule_keeps_only_what_sentencepiece_keeps_character_by_character(rule, model_normalizer):
+    # Every basic-plane character and every astral one up to U+2FFFF, alone between letters: where the rule says
+    # sentencepiece keeps the text, sentencepiece's own normalizer (its built-in nmt_nfkc) must keep it.
+    texts = [f"a{chr(code)}a" for code in range(0x20, 0x30000) if not 0xD800 <= code < 0xE000]
+    changed = rule.changed(texts)
+    kept = [text for index, text in enumerate(texts) if index not in changed]
+    assert [text for text in kept if not kept_by_sentencepiece(model_normalizer, text)] == []
+    # ... and it is not a rule that refuses everything: most characters are kept
+    assert len(kept) > 0.9 * len(texts)
+
+
+@settings(max_examples=400, deadline=None)
+@given(units=st.lists(st.lists(RULE_ALPHABET, max_size=8).map("".join), min_size=1, max_size=6))
+def test_normalization_rule_is_exact_on_random_texts(rule, model_normalizer, units):
+    changed = rule.changed(units)
+    for index, unit in enumerate(units):
+        if index not in changed:
+            assert kept_by_sentencepiece(model_normalizer, unit), unit
