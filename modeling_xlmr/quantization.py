@@ -12,6 +12,12 @@
   pairs into int16 (vpmaddubsw), which saturates for 8-bit activations against 8-bit weights: there the
   activations take 7 bits (fbgemm's `reduce_range`). With VNNI or AMX they take all 8.
 
+* Few rows (a batch of one, a short query: up to `SMALL_ROWS`) are bound by reading the weights, where oneDNN's
+  int8 GEMM is slow without VNNI (measured on a Zen 3: slower than its fp32 GEMM). There fbgemm's dynamic int8
+  GEMM (torch's x86 quantized engine; the same int8 weights, prepacked on first use) is timed against oneDNN once
+  per shape and row count and used where it is faster (4x on that Zen 3). It quantises the activations with one
+  scale for all rows, which for so few rows is one scale per text.
+
 LayerNorm, softmax and attention stay in the model's float dtype. Which projections run int8 is set per
 layer (`set_int8_projections`): trained transformers hide activation outliers in the feed-forward down
 projection, which can be kept in float.
@@ -19,8 +25,11 @@ projection, which can be kept in float.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import platform
+import time
+import warnings
 
 import torch
 from torch import nn
@@ -28,6 +37,7 @@ from torch import nn
 # The projections of a layer as the fast path prepares them (query, key and value are one fused GEMM).
 PROJECTIONS = ("qkv", "attention_output", "ffn_up", "ffn_down")
 _WEIGHT_LEVELS = 127
+SMALL_ROWS = 64
 _VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
@@ -107,6 +117,7 @@ class Int8Linear:
         scale = weight.abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny) / _WEIGHT_LEVELS
         quantized = torch.round(weight / scale[:, None]).clamp_(-_WEIGHT_LEVELS, _WEIGHT_LEVELS).to(torch.int8)
         self.weight = torch.ops.onednn.qlinear_prepack(quantized, [rows_hint, weight.shape[1]])
+        self._quantized_weight, self._fbgemm_weight = quantized, None
         self.weight_scale = scale
         self.weight_zero_point = torch.zeros(weight.shape[0], dtype=torch.long)
         self.bias = None if bias is None else bias.detach().float()
@@ -129,14 +140,68 @@ class Int8Linear:
             return outputs.mul_(token_scale)
         return torch.addcmul(self.bias, outputs, token_scale, out=outputs)
 
+    def _gemm_few_rows(self, inputs: torch.Tensor) -> torch.Tensor:
+        """(inputs @ W^T + bias) in fp32 by fbgemm, one activation scale for all rows."""
+        if self._fbgemm_weight is None:
+            zero_points = torch.zeros(self.shape[0], dtype=torch.long)
+            with warnings.catch_warnings():  # torch deprecates quantized tensors; this one lives only to be packed
+                warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+                weight = torch._make_per_channel_quantized_tensor(
+                    self._quantized_weight, self.weight_scale.double(), zero_points, 0
+                )
+            with _quantized_engine("fbgemm"):  # the packed weight keeps the engine it was packed by
+                self._fbgemm_weight = torch.ops.quantized.linear_prepack(weight, self.bias)
+        return torch.ops.quantized.linear_dynamic(inputs.float().contiguous(), self._fbgemm_weight, self.levels < 127)
+
+    def _outputs(self, inputs: torch.Tensor) -> torch.Tensor:
+        rows = inputs.shape[0]
+        if rows > SMALL_ROWS or not _fbgemm_available():
+            return self._gemm(inputs)
+        key = (self.shape, rows)
+        use_fbgemm = _FEW_ROWS_CHOICE.get(key)
+        if use_fbgemm is None:
+            use_fbgemm = _FEW_ROWS_CHOICE[key] = _faster(self._gemm_few_rows, self._gemm, inputs)
+        return self._gemm_few_rows(inputs) if use_fbgemm else self._gemm(inputs)
+
     def __call__(self, inputs: torch.Tensor, gelu: bool = False) -> torch.Tensor:
-        outputs = self._gemm(inputs)
+        outputs = self._outputs(inputs)
         if gelu:
             outputs = torch.ops.aten.gelu_(outputs)
         return outputs.to(inputs.dtype)
 
     def add(self, inputs: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self._gemm(inputs).add_(residual).to(residual.dtype)
+        return self._outputs(inputs).add_(residual).to(residual.dtype)
+
+
+# (weight shape, rows) -> whether fbgemm's GEMM measured faster than oneDNN's for it
+_FEW_ROWS_CHOICE: dict[tuple, bool] = {}
+
+
+def _faster(candidate, incumbent, inputs: torch.Tensor) -> bool:
+    """Whether `candidate(inputs)` runs clearly faster than `incumbent(inputs)`: best of three, interleaved, after
+    one call each (which builds their kernels)."""
+    timings = {candidate: float("inf"), incumbent: float("inf")}
+    for _ in range(4):
+        for gemm in (candidate, incumbent):
+            start = time.perf_counter()
+            gemm(inputs)
+            timings[gemm] = min(timings[gemm], time.perf_counter() - start)
+    return timings[candidate] < 0.9 * timings[incumbent]
+
+
+@functools.cache
+def _fbgemm_available() -> bool:
+    return "fbgemm" in torch.backends.quantized.supported_engines and hasattr(torch.ops.quantized, "linear_dynamic")
+
+
+@contextlib.contextmanager
+def _quantized_engine(engine: str):
+    saved = torch.backends.quantized.engine
+    torch.backends.quantized.engine = engine
+    try:
+        yield
+    finally:
+        torch.backends.quantized.engine = saved
 
 
 __all__ = ["PROJECTIONS", "Int8Linear", "activation_levels", "int8_unavailable_reason", "set_int8_projections"]

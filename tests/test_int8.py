@@ -13,7 +13,7 @@ from torch import nn
 
 from modeling_xlmr import XLMRConfig, XLMRHubInterface, XLMRModel, fast_path
 from modeling_xlmr.cli import main
-from modeling_xlmr.quantization import PROJECTIONS, Int8Linear, int8_unavailable_reason
+from modeling_xlmr.quantization import PROJECTIONS, SMALL_ROWS, Int8Linear, int8_unavailable_reason
 from tests.support.cli import assert_one_line_error, run_xlmr
 from tests.support.models import TEXTS, build_tiny_repo, fast_stock_tokenizer, random_padded_batch, tiny_config_kwargs
 
@@ -62,6 +62,21 @@ def test_base_size_int8_is_within_the_cosine_bound_of_stock_fp32():
     assert (int8 - reference).abs().max() > 1e-3  # really quantised, not the fp32 kernels
     assert token_cosine(single_int8, reference[:40]).mean() >= 0.999
     assert all(torch.equal(tensor, float_state[name]) for name, tensor in ours.state_dict().items())  # float weights
+
+
+def test_few_rows_run_whichever_int8_gemm_measured_faster_and_both_are_within_the_bound():
+    torch.manual_seed(3)
+    weight, bias = torch.randn(3072, 768) * 0.02, torch.randn(3072) * 0.1
+    linear = Int8Linear(weight, bias, 1024)
+    for rows in (1, 16, 48, SMALL_ROWS):
+        inputs = torch.randn(rows, 768)
+        reference = torch.nn.functional.linear(inputs, weight, bias)
+        per_token, one_scale = linear._gemm(inputs), linear._gemm_few_rows(inputs)  # oneDNN, fbgemm
+        for outputs in (per_token, one_scale):
+            similarity = token_cosine(outputs, reference)
+            assert similarity.min() >= 0.999, (rows, similarity.min())
+        chosen = linear(inputs)
+        assert torch.equal(chosen, per_token) or torch.equal(chosen, one_scale)
 
 
 class ScaledLinear(nn.Linear):
