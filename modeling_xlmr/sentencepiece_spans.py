@@ -12,7 +12,7 @@ Whether a text is such a text is decided exactly, in two ways:
 * by its characters (`NormalizationRule`), read from the normalizer's own table: no character that any of the
   table's multi-character entries needs in second place (so none of them can match), no character the table maps
   to something else, single spaces only and none at either end, and no piece that does not spell its own text
-  (unknown or byte pieces). One regular-expression search over a whole batch; most text passes.
+  (unknown or byte pieces). One flag per character for a whole batch at once; most text passes.
 * otherwise by spelling: sentencepiece's pieces spell its normalized text, which must equal "▁" + the text with
   every character replaced by its own one-character normalization (a table built once from sentencepiece's
   normalizer, per character in context "a?a"; this admits e.g. fullwidth forms).
