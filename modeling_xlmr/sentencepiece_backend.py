@@ -40,7 +40,7 @@ from .sentencepiece_conversion import (
     renumbered_in_fairseq_order,
 )
 from .sentencepiece_rows import NativeRow, SentencePieceEncoding
-from .sentencepiece_spans import NormalizationRule, PieceSpans, word_index_of, words_spans
+from .sentencepiece_spans import NormalizationRule, PieceSpans, word_index_of
 
 # Rust's `char::is_whitespace` (Unicode White_Space), which `tokenizers` uses for an added token's lstrip/rstrip.
 _WHITESPACE = "[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*"
@@ -362,13 +362,15 @@ class _Batch:
             rows = [row for row in rows if not _has_added_tokens(self.segments[row], self.pretokenized)]
         texts = [text for row in rows for text in self.items[row]]
         text_ids = [ids for row in rows for ids in self.word_parts[row]]  # pre-split words: each word's ids
-        if self.pretokenized:  # one check for every word of the batch, else text by text
-            flat = spans_of.flat_spans(list(chain.from_iterable(texts)), list(chain.from_iterable(text_ids)))
+        if self.pretokenized:  # every word of the batch at once: one flat list, else word by word
+            words, ids_per_word = list(chain.from_iterable(texts)), list(chain.from_iterable(text_ids))
+            flat = spans_of.flat_spans(words, ids_per_word)
             if flat is not None:
                 pieces = iter(flat)
                 spans = [list(islice(pieces, len(ids))) for row in rows for ids in self.parts[row]]
             else:
-                spans = [words_spans(spans_of, text, ids) for text, ids in zip(texts, text_ids)]
+                of_each_word = iter(spans_of.spans_of_each(words, ids_per_word))
+                spans = [_joined([next(of_each_word) for _ in text]) for text in texts]
             ids_of, word_ids_of = [ids for row in rows for ids in self.parts[row]], word_index_of
         else:
             spans, ids_of, word_ids_of = spans_of.spans_of_each(texts, text_ids), text_ids, spans_of.word_ids
@@ -479,6 +481,13 @@ def _fast_ids(parts: list[list[int]], add_special_tokens: bool, truncation: dict
         return None  # pairs, overflow strides and errors are `tokenizers`' to decide
     kept = parts[0][:budget] if truncation["direction"] == "right" else parts[0][len(parts[0]) - budget :]
     return [0, *kept, 2] if add_special_tokens else kept
+
+
+def _joined(spans_of_words: list[list | None]) -> list | None:
+    """A text's spans from its words' (each relative to its word), None if any word needs `tokenizers`."""
+    if any(word_spans is None for word_spans in spans_of_words):
+        return None
+    return list(chain.from_iterable(spans_of_words))
 
 
 def _has_added_tokens(segments: list, pretokenized: bool) -> bool:

@@ -275,22 +275,8 @@ def _keys_of(charsmap: bytes) -> tuple[set[int], set[str]]:
 _NOT_SPELLED = re.compile(r"<s>|<pad>|</s>|<unk>|<mask>|<0x[0-9A-Fa-f]{2}>")
 
 
-def words_spans(spans_of: PieceSpans, words: list[str], ids_per_word: list[list[int]]) -> list | None:
-    """One text's pre-split words: spans of all its pieces (relative to each word), None if a word needs `tokenizers`."""
-    flat = spans_of.flat_spans(words, ids_per_word)
-    if flat is not None:
-        return flat
-    spans = []
-    for word, ids in zip(words, ids_per_word):
-        word_spans = spans_of.spans(word, ids)
-        if word_spans is None:
-            return None
-        spans += word_spans
-    return spans
-
-
 def word_index_of(ids_per_word: list[list[int]]) -> list[int]:
     return [word for word, ids in enumerate(ids_per_word) for _ in ids]
 
 
-__all__ = ["NormalizationRule", "PieceSpans", "word_index_of", "words_spans"]
+__all__ = ["NormalizationRule", "PieceSpans", "word_index_of"]
