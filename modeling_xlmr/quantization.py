@@ -178,8 +178,8 @@ _FEW_ROWS_CHOICE: dict[tuple, bool] = {}
 
 
 def _faster(candidate, incumbent, inputs: torch.Tensor) -> bool:
-    """Whether `candidate(inputs)` runs clearly faster than `incumbent(inputs)`: best of three, interleaved, after
-    one call each (which builds their kernels)."""
+    """Whether `candidate(inputs)` runs clearly faster than `incumbent(inputs)`: best of four interleaved calls each
+    (the first ones build the kernels, so they are never the best)."""
     timings = {candidate: float("inf"), incumbent: float("inf")}
     for _ in range(4):
         for gemm in (candidate, incumbent):

@@ -46,8 +46,7 @@ class PieceSpans:
         for token, token_id in vocab.items():
             tokens[token_id] = token
         self.tokens = tokens
-        self.lengths = [len(token) for token in tokens]
-        self._length_array = np.array(self.lengths, dtype=np.int64)
+        self._length_array = np.fromiter(map(len, tokens), np.int64, len(tokens))
         self.starts_word = [token.startswith(SPACE_SYMBOL) for token in tokens]
         self._normalizer = normalizer
         self._rule = rule
