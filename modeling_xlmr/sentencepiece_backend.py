@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
 import os
 import re
 import threading
+from collections.abc import Callable
 from itertools import chain, islice
 from typing import Any
 
+import numpy as np
 import sentencepiece
 from tokenizers import Encoding, Tokenizer, models
 
@@ -39,8 +40,8 @@ from .sentencepiece_conversion import (
     normalizer_spec,
     renumbered_in_fairseq_order,
 )
-from .sentencepiece_rows import NativeRow, SentencePieceEncoding
-from .sentencepiece_spans import NormalizationRule, PieceSpans, word_index_of
+from .sentencepiece_rows import NativeRows, SentencePieceEncoding, collector_paused
+from .sentencepiece_spans import NormalizationRule, PieceSpans, UnitPieces, exclusive_sum
 
 # Rust's `char::is_whitespace` (Unicode White_Space), which `tokenizers` uses for an added token's lstrip/rstrip.
 _WHITESPACE = "[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*"
@@ -160,15 +161,16 @@ class SentencePieceBackend:
             ]
             words = [text for item in items for text in item]
         word_ids, word_segments = self._reference_ids(words)
-        contents, segments = iter(word_ids), iter(word_segments)
-        if is_pretokenized:
-            parts = [[[next(contents) for _ in text] for text in item] for item in items]
-            segment_parts = [[[next(segments) for _ in text] for text in item] for item in items]
+        has_added_tokens = any(segments is not None for segments in word_segments)
+        if is_pretokenized:  # each text's ids are its words' ids, in order; only the words' piece counts are kept
+            word_counts = np.fromiter(map(len, word_ids), np.int64, len(word_ids))
+            parts = _nested_like(items, word_ids, joined=True)
+            segment_parts = _nested_like(items, word_segments) if has_added_tokens else None
         else:
-            parts = [[next(contents) for _ in item] for item in items]
-            segment_parts = [[next(segments) for _ in item] for item in items]
-        batch = _Batch(self, items, parts, add_special_tokens, segment_parts, is_pretokenized)
-        batch.has_added_tokens = any(segments is not None for segments in word_segments)
+            word_counts = None
+            parts = _grouped_like(items, word_ids)
+            segment_parts = _grouped_like(items, word_segments) if has_added_tokens else None
+        batch = _Batch(self, items, parts, add_special_tokens, segment_parts, word_counts)
         # A template set by the user (not fairseq's) is applied by `tokenizers` itself.
         fast = batch.own_template
         rows = [_fast_ids(parts, add_special_tokens, batch.truncation) if fast else None for parts in batch.parts]
@@ -324,14 +326,14 @@ class _Batch:
         items: list[tuple],
         parts: list[list],
         add_special_tokens: bool,
-        segments: list[list],
-        pretokenized: bool = False,
+        segments: list[list] | None,
+        word_counts: np.ndarray | None = None,
     ):
         tokenizer = backend._backend
         self.backend, self.items, self.add_special_tokens = backend, items, add_special_tokens
-        self.pretokenized, self.word_parts, self.segments = pretokenized, parts, segments
-        # each text's ids (pre-split words: its words' ids, in order)
-        self.parts = [[list(chain.from_iterable(text)) for text in item] for item in parts] if pretokenized else parts
+        self.parts, self.segments = parts, segments  # each text's ids (pre-split words: its words' ids, in order)
+        # pre-split words: the number of pieces of each word of the batch (all items' words in order), else None
+        self.pretokenized, self.word_counts = word_counts is not None, word_counts
         self.truncation, self.padding = tokenizer.truncation, tokenizer.padding
         self.split_special_tokens = tokenizer.encode_special_tokens
         self.own_template = (
@@ -339,64 +341,89 @@ class _Batch:
         )
         self.length, self.lazy_rows, self.row_lengths = None, [], []
         self.native_failed: list[int] = []
-        self.has_added_tokens = True  # until the caller knows better
-        self._natives: dict[int, NativeRow] | None = None
+        self.has_added_tokens = segments is not None  # each text's (or word's) parts around its added tokens
+        self._natives: tuple[NativeRows | None, dict[int, int]] | None = None
         self._encodings: dict[int, tuple] = {}
 
-    def native(self, index: int) -> NativeRow | None:
-        """Row `index`'s per-token attributes from sentencepiece's pieces, None if one of its texts (or words) holds
-        an added token or is not normalized character for character (`tokenizers` then builds the row). The first
-        call does every lazy row of the batch at once."""
+    def native(self, index: int) -> tuple[NativeRows, int] | None:
+        """Row `index`'s per-token attributes from sentencepiece's pieces (the batch's rows and the row's place
+        among them), None if one of its texts (or words) holds an added token or is not normalized character for
+        character (`tokenizers` then builds the row). The first call does every lazy row of the batch at once."""
         if self._natives is None:
-            with _collector_paused():
+            with collector_paused():
                 self._natives = self._all_natives()
-        native = self._natives.get(index)
-        if native is None:
+        rows, positions = self._natives
+        position = positions.get(index)
+        if position is None:
             self.native_failed.append(index)
-        return native
+            return None
+        return rows, position
 
-    def _all_natives(self) -> dict[int, NativeRow]:
-        spans_of = self.backend._reference.piece_spans
+    def _all_natives(self) -> tuple[NativeRows | None, dict[int, int]]:
+        """The lazy rows whose texts all have spans from sentencepiece's pieces, laid out together, and the place of
+        each such row (by its index in the batch) among them."""
         rows = self.lazy_rows
         if self.has_added_tokens:
             rows = [row for row in rows if not _has_added_tokens(self.segments[row], self.pretokenized)]
-        texts = [text for row in rows for text in self.items[row]]
-        text_ids = [ids for row in rows for ids in self.word_parts[row]]  # pre-split words: each word's ids
-        if self.pretokenized:  # every word of the batch at once: one flat list, else word by word
-            words, ids_per_word = list(chain.from_iterable(texts)), list(chain.from_iterable(text_ids))
-            flat = spans_of.flat_spans(words, ids_per_word)
-            if flat is not None:
-                pieces = iter(flat)
-                spans = [list(islice(pieces, len(ids))) for row in rows for ids in self.parts[row]]
-            else:
-                of_each_word = iter(spans_of.spans_of_each(words, ids_per_word))
-                spans = [_joined([next(of_each_word) for _ in text]) for text in texts]
-            ids_of, word_ids_of = [ids for row in rows for ids in self.parts[row]], word_index_of
-        else:
-            spans, ids_of, word_ids_of = spans_of.spans_of_each(texts, text_ids), text_ids, spans_of.word_ids
-        # each text: (its ids, its spans, what `word_ids_of` makes its word ids from)
-        sequences = iter(zip(ids_of, spans, text_ids))
-        side = self.truncation["direction"] if self.truncation else "right"
+        if not rows:
+            return None, {}
+        pieces, counts, kept, words = self._pieces_of_texts(rows)
+        texts_per_row = np.fromiter((len(self.items[row]) for row in rows), np.int64, len(rows))
+        text_row = np.repeat(np.arange(len(rows)), texts_per_row)
+        row_kept = np.bincount(text_row, weights=~kept, minlength=len(rows)) == 0
+        # what each text keeps: a single text all the row has room for (cut as truncation says), a pair all of it
         special = 2 if self.add_special_tokens else 0
-        tokens, add_special_tokens, no_padding = spans_of.tokens, self.add_special_tokens, (0, "right", "")
-        natives = {}
-        for row in rows:
-            if len(self.items[row]) == 1:
-                row_sequences = [next(sequences)]
-                if row_sequences[0][1] is None:
-                    continue
-            else:
-                row_sequences = [next(sequences) for _ in self.items[row]]
-                if any(row_spans is None for _, row_spans, _ in row_sequences):
-                    continue
-            padding = no_padding
-            if self.length is not None and self.length > self.row_lengths[row]:
-                padding = (self.length - self.row_lengths[row], self.padding["direction"], self.padding["pad_token"])
-            kept = self.row_lengths[row] - special
-            natives[row] = NativeRow.assemble(
-                row_sequences, kept, side, add_special_tokens, tokens, word_ids_of, padding
-            )
-        return natives
+        room = np.fromiter((self.row_lengths[row] - special for row in rows), np.int64, len(rows))
+        windows = np.where(texts_per_row[text_row] == 1, np.minimum(room[text_row], counts), counts)
+        if row_kept.all() and (windows == counts).all():
+            chosen = slice(None)  # every piece of every text
+        else:
+            place = np.arange(len(pieces.ids)) - np.repeat(exclusive_sum(counts), counts)  # in its text
+            if self.truncation and self.truncation["direction"] == "left":
+                place -= np.repeat(counts - windows, counts)
+            chosen = (place >= 0) & (place < np.repeat(windows, counts)) & np.repeat(row_kept[text_row], counts)
+        length = self.length or 0
+        missing = np.fromiter((max(length - self.row_lengths[row], 0) for row in rows), np.int64, len(rows))
+        direction, pad_token = (self.padding["direction"], self.padding["pad_token"]) if self.padding else ("right", "")
+        kept_texts = row_kept[text_row]
+        native = NativeRows(
+            pieces.ids[chosen],
+            pieces.starts[chosen],
+            pieces.ends[chosen],
+            lambda: words()[chosen],
+            windows[kept_texts],
+            texts_per_row[row_kept],
+            self.add_special_tokens,
+            (missing[row_kept], direction, pad_token),
+            (windows < counts)[kept_texts],
+            self.backend._reference.piece_spans.token_array,
+        )
+        kept_rows = [row for row, keep in zip(rows, row_kept.tolist()) if keep]
+        return native, {row: position for position, row in enumerate(kept_rows)}
+
+    def _pieces_of_texts(self, rows: list[int]) -> tuple[UnitPieces, np.ndarray, np.ndarray, Callable[[], np.ndarray]]:
+        """The pieces of the rows' texts (flat, in order), how many each text has, whether each text's spans are
+        right, and a function making each piece's word: for pre-split words the word it came from (its spans are
+        within that word), else where Metaspace splits the text."""
+        spans_of = self.backend._reference.piece_spans
+        texts = [text for row in rows for text in self.items[row]]
+        text_ids = [ids for row in rows for ids in self.parts[row]]
+        ids = np.fromiter(chain.from_iterable(text_ids), np.int64, sum(map(len, text_ids)))
+        if not self.pretokenized:
+            pieces = spans_of.pieces_of(texts, ids, np.fromiter(map(len, text_ids), np.int64, len(text_ids)))
+            return pieces, pieces.counts, pieces.kept, lambda: spans_of.word_numbers(pieces)
+        # the units are the words, each encoded on its own
+        words_per_text = np.fromiter(map(len, texts), np.int64, len(texts))
+        word_counts = self.word_counts
+        if len(rows) < len(self.items):
+            words_per_row = [sum(map(len, item)) for item in self.items]
+            word_counts = word_counts[np.repeat(np.isin(np.arange(len(self.items)), rows), words_per_row)]
+        pieces = spans_of.pieces_of(list(chain.from_iterable(texts)), ids, word_counts)
+        word_text = np.repeat(np.arange(len(texts)), words_per_text)
+        word_in_text = np.arange(len(word_text)) - exclusive_sum(words_per_text)[word_text]
+        counts = np.bincount(word_text, weights=pieces.counts, minlength=len(texts)).astype(np.int64)
+        kept = np.bincount(word_text, weights=~pieces.kept, minlength=len(texts)) == 0
+        return pieces, counts, kept, lambda: np.repeat(word_in_text, pieces.counts)
 
     def build(self, index: int) -> tuple[Encoding, tuple | None]:
         """Row `index`'s encoding, padded as the call asked. Built together with the batch's other rows that need
@@ -427,20 +454,6 @@ _PARALLELISM_OFF = ("off", "false", "f", "no", "n", "0")
 @functools.cache
 def _usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-@contextlib.contextmanager
-def _collector_paused():
-    """Python's cycle collector off while a batch's spans are made: they are a burst of small tuples and lists that
-    hold no cycles, and each collection the burst would trigger walks every young container (measured: most of the
-    cost of `return_offsets_mapping`). Restored as it was, also on error."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 @contextlib.contextmanager
@@ -483,11 +496,19 @@ def _fast_ids(parts: list[list[int]], add_special_tokens: bool, truncation: dict
     return [0, *kept, 2] if add_special_tokens else kept
 
 
-def _joined(spans_of_words: list[list | None]) -> list | None:
-    """A text's spans from its words' (each relative to its word), None if any word needs `tokenizers`."""
-    if any(word_spans is None for word_spans in spans_of_words):
-        return None
-    return list(chain.from_iterable(spans_of_words))
+def _grouped_like(items: list[tuple], values: list) -> list[list]:
+    """`values` (one per text, all items' texts in order) grouped as the items group their texts."""
+    flat = iter(values)
+    return [[next(flat)] if len(item) == 1 else list(islice(flat, len(item))) for item in items]
+
+
+def _nested_like(items: list[tuple], values: list, joined: bool = False) -> list[list[list]]:
+    """`values` (one per word, all items' words in order) nested as the items nest their texts' words; `joined`:
+    each text's values (lists) joined into one list."""
+    flat = iter(values)
+    if joined:
+        return [[list(chain.from_iterable(islice(flat, len(text)))) for text in item] for item in items]
+    return [[list(islice(flat, len(text))) for text in item] for item in items]
 
 
 def _has_added_tokens(segments: list, pretokenized: bool) -> bool:

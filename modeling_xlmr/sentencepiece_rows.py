@@ -1,17 +1,22 @@
 """The rows `XLMRTokenizerFast` returns: what transformers reads from a `tokenizers.Encoding`, made from
-sentencepiece's ids and pieces (`SentencePieceEncoding`, `NativeRow`), with the `tokenizers` pipeline's own
+sentencepiece's ids and pieces (`SentencePieceEncoding`, `NativeRows`), with the `tokenizers` pipeline's own
 encoding standing behind for anything else.
 
-Remote code (saved beside models and tokenizers): imports only the standard library, `tokenizers` and the
+Remote code (saved beside models and tokenizers): imports only the standard library, numpy, `tokenizers` and the
 other root modules.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from tokenizers import Encoding
+
+from .sentencepiece_spans import exclusive_sum
 
 
 class SentencePieceEncoding:
@@ -63,8 +68,9 @@ class SentencePieceEncoding:
         row._batch, row._index = batch, index
         return row
 
-    def _native_row(self) -> NativeRow | None:
-        """The attributes built from sentencepiece's pieces (made on first use), None where `tokenizers` answers."""
+    def _native_row(self) -> tuple[NativeRows, int] | None:
+        """The batch's rows built from sentencepiece's pieces and this row's place among them (made on first use),
+        None where `tokenizers` answers."""
         if self._encoding is not None:
             return None
         if self._native is None and self._batch is not None:
@@ -75,7 +81,7 @@ class SentencePieceEncoding:
     def word_ids(self) -> list[int | None]:
         native = self._native_row()
         if native is not None:
-            return native.word_ids
+            return native[0].word_ids(native[1])
         encoding = self.encoding
         if self._spans is None:
             return encoding.word_ids
@@ -90,17 +96,17 @@ class SentencePieceEncoding:
     @property
     def sequence_ids(self) -> list[int | None]:
         native = self._native_row()
-        return native.sequence_ids if native is not None else self.encoding.sequence_ids
+        return native[0].sequence_ids(native[1]) if native is not None else self.encoding.sequence_ids
 
     @property
     def tokens(self) -> list[str]:
         native = self._native_row()
-        return native.tokens if native is not None else self.encoding.tokens
+        return native[0].tokens(native[1]) if native is not None else self.encoding.tokens
 
     @property
     def special_tokens_mask(self) -> list[int]:
         native = self._native_row()
-        return native.special_tokens_mask if native is not None else self.encoding.special_tokens_mask
+        return native[0].special_tokens_mask(native[1]) if native is not None else self.encoding.special_tokens_mask
 
     @property
     def encoding(self) -> Encoding:
@@ -122,7 +128,7 @@ class SentencePieceEncoding:
     def offsets(self) -> list[tuple[int, int]]:
         native = self._native_row()
         if native is not None:
-            return native.offsets
+            return native[0].offsets(native[1])
         encoding = self.encoding
         if self._spans is None:
             return encoding.offsets
@@ -136,7 +142,7 @@ class SentencePieceEncoding:
     @property
     def overflowing(self) -> list[SentencePieceEncoding]:
         native = self._native_row()
-        if native is not None and not native.truncated:
+        if native is not None and not native[0].truncated[native[1]]:
             return []
         return [SentencePieceEncoding.wrap(window, self._spans) for window in self.encoding.overflowing]
 
@@ -154,107 +160,131 @@ def _same(value):
     return value
 
 
-class NativeRow:
-    """A row's per-token attributes from sentencepiece's pieces, as transformers reads them from a `tokenizers`
-    `Encoding`: `offsets` (made at once: what callers read most), and `word_ids`, `sequence_ids`, `tokens` and
-    `special_tokens_mask`, each made when first read.
+class NativeRows:
+    """The per-token attributes of a batch's rows made from sentencepiece's pieces, all rows at once: `offsets`,
+    `word_ids`, `sequence_ids`, `tokens` and `special_tokens_mask`, each laid out for the whole batch in numpy when
+    first read and then handed out row by row (a fresh list each time, as `tokenizers` does).
 
-    `sequences` holds each text's (ids, spans, word source) as the row keeps them, `word_ids_of(word source)` being
-    the text's word ids; the row is `<s> A </s>` / `<s> A </s></s> B </s>` (fairseq's template) or `A` / `A B`
-    without special tokens, then padded with `padding = (count, direction, pad token)`."""
+    Row `r` is, position by position (fairseq's template `<s> A </s></s> B </s>`, or `A` / `A B` without special
+    tokens):
 
-    __slots__ = (
-        "_padding",
-        "_token_strings",
-        "_values",
-        "_word_ids_of",
-        "add_special_tokens",
-        "offsets",
-        "sequences",
-        "truncated",
-    )
+        [pad] * missing[r] if padding is on the left
+        for each of its texts t (one, or two for a pair):
+            [<s> for the row's first text, else </s>]   if add_special_tokens
+            the pieces of t (those the row keeps)
+            [</s>]                                      if add_special_tokens
+        [pad] * missing[r] if padding is on the right
 
-    def __init__(self, sequences, add_special_tokens: bool, truncated: bool, token_strings, word_ids_of, padding):
-        self.sequences, self.add_special_tokens, self.truncated = sequences, add_special_tokens, truncated
-        self._token_strings, self._word_ids_of, self._padding, self._values = token_strings, word_ids_of, padding, None
-        if len(sequences) == 1 and add_special_tokens and not padding[0]:  # most rows: `<s> A </s>`
-            self.offsets = [(0, 0), *sequences[0][1], (0, 0)]
-        else:
-            self.offsets = self._layout([spans for _, spans, _ in sequences], (0, 0), (0, 0))
+    `piece_ids`, `starts` and `ends` are flat over the kept pieces of every text in row order (the spans of each
+    piece within its own text or word), and so is what `words()` returns (each piece's word, made only if asked);
+    text `t` keeps `counts[t]` pieces; row `r` holds `texts_per_row[r]` texts.
+    """
 
-    @classmethod
-    def assemble(
-        cls,
-        sequences: list[tuple[list[int], list[tuple[int, int]], Any]],
-        kept: int,
-        truncation_side: str,
+    def __init__(
+        self,
+        piece_ids: np.ndarray,
+        starts: np.ndarray,
+        ends: np.ndarray,
+        words: Callable[[], np.ndarray],
+        counts: np.ndarray,
+        texts_per_row: np.ndarray,
         add_special_tokens: bool,
-        token_strings: list[str],
-        word_ids_of: Callable[[Any], list[int]],
-        padding: tuple[int, str, str] = (0, "right", ""),
-    ) -> NativeRow:
-        """`kept`: how many of a single text's pieces the row keeps (pairs are never cut here)."""
-        truncated = len(sequences) == 1 and kept < len(sequences[0][0])
-        if truncated:
-            window = slice(0, kept) if truncation_side == "right" else slice(len(sequences[0][0]) - kept, None)
-            ids, spans, words = sequences[0]
-            sequences, word_ids_of = [(ids[window], spans[window], word_ids_of(words)[window])], list
-        return cls(sequences, add_special_tokens, truncated, token_strings, word_ids_of, padding)
-
-    def _layout(self, values: list[list], special, pad) -> list:
-        """Each sequence's values with `special` at its template positions, then the padding."""
-        if len(values) == 1 and self.add_special_tokens:
-            row = [special, *values[0], special]
+        padding: tuple[np.ndarray, str, str],
+        truncated: np.ndarray,
+        token_array: np.ndarray,
+    ):
+        self._piece_ids, self._starts, self._ends, self._words = piece_ids, starts, ends, words
+        self._token_array, self.truncated = token_array, truncated.tolist()
+        missing, direction, self._pad_token = padding
+        special = int(add_special_tokens)
+        blocks = counts + 2 * special  # each text's positions with its specials
+        if len(counts) == len(texts_per_row):  # one text a row (most batches)
+            lengths, text_firsts_in_row = blocks + missing, special
         else:
-            row = []
-            for sequence_values in values:
-                row += [special, *sequence_values, special] if self.add_special_tokens else sequence_values
-        missing, direction, _ = self._padding
-        if missing > 0:
-            row = [pad] * missing + row if direction == "left" else row + [pad] * missing
-        return row
+            text_row = np.repeat(np.arange(len(texts_per_row)), texts_per_row)
+            lengths = np.bincount(text_row, weights=blocks, minlength=len(texts_per_row)).astype(np.int64) + missing
+            block_starts = exclusive_sum(blocks)
+            text_firsts_in_row = block_starts - block_starts[exclusive_sum(texts_per_row)][text_row] + special
+        row_starts = exclusive_sum(lengths)
+        leads = row_starts + missing if direction == "left" else row_starts  # where each row's first text begins
+        text_firsts = (leads if len(counts) == len(texts_per_row) else leads[text_row]) + text_firsts_in_row
+        self._size = int(lengths.sum())
+        self._piece_positions = np.repeat(text_firsts - exclusive_sum(counts), counts) + np.arange(len(piece_ids))
+        self._counts, self._texts_per_row = counts, texts_per_row
+        if add_special_tokens:
+            self._special_positions = np.concatenate([text_firsts - 1, text_firsts + counts])
+            self._row_openings = leads  # each row's <s>
+        else:
+            self._special_positions = self._row_openings = np.zeros(0, np.int64)
+        self._bounds = list(zip(row_starts.tolist(), (row_starts + lengths).tolist()))
+        self._flat: dict[str, list] = {}
 
-    def _made(self, name: str, make) -> list:
-        if self._values is None:
-            self._values = {}
-        if name not in self._values:
-            self._values[name] = make()
-        return self._values[name]
+    def offsets(self, row: int) -> list[tuple[int, int]]:
+        return self._row("offsets", row)
 
-    @property
-    def word_ids(self) -> list[int | None]:
-        def make():
-            words = [self._word_ids_of(words) for _, _, words in self.sequences]
-            return self._layout(words, None, None)
+    def word_ids(self, row: int) -> list[int | None]:
+        return self._row("word_ids", row)
 
-        return self._made("word_ids", make)
+    def sequence_ids(self, row: int) -> list[int | None]:
+        return self._row("sequence_ids", row)
 
-    @property
-    def sequence_ids(self) -> list[int | None]:
-        def make():
-            return self._layout([[index] * len(ids) for index, (ids, _, _) in enumerate(self.sequences)], None, None)
+    def tokens(self, row: int) -> list[str]:
+        return self._row("tokens", row)
 
-        return self._made("sequence_ids", make)
+    def special_tokens_mask(self, row: int) -> list[int]:
+        return self._row("special_tokens_mask", row)
 
-    @property
-    def special_tokens_mask(self) -> list[int]:
-        return self._made(
-            "special_tokens_mask", lambda: self._layout([[0] * len(i) for i, _, _ in self.sequences], 1, 1)
-        )
+    def _row(self, name: str, row: int) -> list:
+        flat = self._flat.get(name)
+        if flat is None:
+            with collector_paused():
+                flat = self._flat[name] = getattr(self, f"_all_{name}")()
+        start, end = self._bounds[row]
+        return flat[start:end]
 
-    @property
-    def tokens(self) -> list[str]:
-        def make():
-            strings = self._token_strings  # fairseq's ids: <s> is 0, </s> is 2
-            row = self._layout(
-                [[strings[i] for i in ids] for ids, _, _ in self.sequences], strings[2], self._padding[2]
-            )
-            if self.add_special_tokens:  # </s> closes each text and opens the second; <s> opens the row
-                missing, direction, _ = self._padding
-                row[missing if direction == "left" and missing > 0 else 0] = strings[0]
-            return row
+    def _all_offsets(self) -> list[tuple[int, int]]:
+        starts, ends = np.zeros(self._size, np.int64), np.zeros(self._size, np.int64)
+        starts[self._piece_positions], ends[self._piece_positions] = self._starts, self._ends
+        return list(zip(starts.tolist(), ends.tolist()))
 
-        return self._made("tokens", make)
+    def _all_word_ids(self) -> list[int | None]:
+        return self._placed(self._words(), None)
+
+    def _all_sequence_ids(self) -> list[int | None]:
+        text_row = np.repeat(np.arange(len(self._texts_per_row)), self._texts_per_row)
+        text_in_row = np.arange(len(self._counts)) - exclusive_sum(self._texts_per_row)[text_row]
+        return self._placed(np.repeat(text_in_row, self._counts), None)
+
+    def _all_special_tokens_mask(self) -> list[int]:
+        mask = np.ones(self._size, np.int64)
+        mask[self._piece_positions] = 0
+        return mask.tolist()
+
+    def _all_tokens(self) -> list[str]:
+        tokens = np.full(self._size, self._pad_token, dtype=object)
+        tokens[self._special_positions] = self._token_array[2]  # fairseq's ids: <s> is 0, </s> is 2
+        tokens[self._row_openings] = self._token_array[0]
+        tokens[self._piece_positions] = self._token_array[self._piece_ids]
+        return tokens.tolist()
+
+    def _placed(self, piece_values: np.ndarray, other) -> list:
+        values = np.full(self._size, other, dtype=object)
+        values[self._piece_positions] = piece_values
+        return values.tolist()
 
 
-__all__ = ["NativeRow", "SentencePieceEncoding"]
+@contextlib.contextmanager
+def collector_paused():
+    """Python's cycle collector off while a batch's spans are made: they are a burst of small tuples and lists that
+    hold no cycles, and each collection the burst would trigger walks every young container (measured: most of the
+    cost of `return_offsets_mapping`). Restored as it was, also on error."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+__all__ = ["NativeRows", "SentencePieceEncoding", "collector_paused"]

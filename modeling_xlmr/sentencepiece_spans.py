@@ -27,7 +27,8 @@ import functools
 import re
 from bisect import bisect_right
 from collections.abc import Collection, Sequence
-from itertools import accumulate, chain, islice
+from dataclasses import dataclass
+from itertools import accumulate
 
 import numpy as np
 
@@ -35,19 +36,35 @@ SPACE_SYMBOL = "\u2581"
 _SURROGATES = range(0xD800, 0xE000)
 
 
+@dataclass(frozen=True)
+class UnitPieces:
+    """The pieces of a run of units (texts, or words each encoded on its own), flat in unit order: piece `i` has the
+    fairseq id `ids[i]` and spans characters `starts[i] .. ends[i]` of its own unit; unit `u` holds `counts[u]`
+    pieces, and `kept[u]` says whether its spans are right (else the unit needs the `tokenizers` pipeline; a unit
+    with no piece is always right)."""
+
+    ids: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    counts: np.ndarray
+    kept: np.ndarray
+
+
 class PieceSpans:
     """Spans, word starts and token strings of fairseq ids, for texts whose normalization is character for character.
 
     `vocab` is the fairseq vocabulary (token -> id) the ids come from; `normalizer` a `SentencePieceNormalizer` of
-    the same model (used once, to build the character table)."""
+    the same model (used once, to build the character table). Per-id tables are tuples and arrays, which Python's
+    cycle collector does not walk: a list of 250k strings would cost every full collection of the process ~40 ms."""
 
     def __init__(self, vocab: dict[str, int], normalizer, rule: NormalizationRule | None = None):
         tokens = [""] * (max(vocab.values()) + 1)
         for token, token_id in vocab.items():
             tokens[token_id] = token
-        self.tokens = tokens
+        self.tokens = tuple(tokens)
+        self.token_array = np.array(tokens, dtype=object)
         self._length_array = np.fromiter(map(len, tokens), np.int64, len(tokens))
-        self.starts_word = [token.startswith(SPACE_SYMBOL) for token in tokens]
+        self._starts_word = np.array([token.startswith(SPACE_SYMBOL) for token in tokens])
         self._normalizer = normalizer
         self._rule = rule
         # pieces whose token string is not the text they cover: specials, <unk>, byte pieces (<0x41>)
@@ -66,45 +83,40 @@ class PieceSpans:
 
     def spans(self, text: str, ids: Sequence[int]) -> list[tuple[int, int]] | None:
         """The `tokenizers` span of each piece of `text` (its ids), or None if the text needs the pipeline."""
-        return self.spans_of_each([text], [ids])[0]
+        pieces = self.pieces_of([text], np.array(ids, np.int64), np.array([len(ids)], np.int64))
+        return list(zip(pieces.starts.tolist(), pieces.ends.tolist())) if pieces.kept[0] else None
 
-    def spans_of_each(self, units: Sequence[str], ids_per_unit: Sequence[Sequence[int]]) -> list[list | None]:
-        """`spans` of each unit (texts, or words each encoded on its own): None for a unit that needs the pipeline,
-        [] for a unit with no piece (nothing left after normalization)."""
-        doubtful = self._units_maybe_changed(units, ids_per_unit)
-        chosen = [
-            index
-            for index, (unit, ids) in enumerate(zip(units, ids_per_unit))
-            if ids and (index not in doubtful or self._spelled_char_for_char(unit, ids))
-        ]
-        result = [None if ids else [] for ids in ids_per_unit]
-        if not chosen:
-            return result
-        chosen_units, chosen_ids = [units[index] for index in chosen], [ids_per_unit[index] for index in chosen]
-        for index, unit_spans in zip(chosen, self._spans_of_checked(chosen_units, chosen_ids)):
-            if unit_spans is None and len(units) > 1:  # a piece that does not spell its text: judge the unit alone
-                unit_spans = self.spans(units[index], ids_per_unit[index])
-            result[index] = unit_spans
-        return result
+    def pieces_of(self, units: Sequence[str], ids: np.ndarray, counts: np.ndarray) -> UnitPieces:
+        """The spans of every piece of every unit (texts, or words each encoded on its own), in one pass: `ids` are
+        the fairseq ids of all the units' pieces, flat, unit `u` having `counts[u]` of them."""
+        starts, ends, kept = self._bounds(units, ids, counts)
+        doubtful = self._units_maybe_changed(units, ids, counts)
+        if doubtful:
+            firsts = exclusive_sum(counts).tolist()
+            for index in doubtful:
+                if kept[index] and counts[index]:
+                    unit_ids = ids[firsts[index] : firsts[index] + counts[index]].tolist()
+                    kept[index] = self._spelled_char_for_char(units[index], unit_ids)
+        return UnitPieces(ids, starts, ends, counts, kept)
 
-    def flat_spans(self, units: Sequence[str], ids_per_unit: Sequence[Sequence[int]]) -> list | None:
-        """The spans of every piece of every unit (a batch's or a row's words), each relative to its unit, in one
-        list; None unless every unit is kept plainly (then `spans_of_each` decides, unit by unit)."""
-        if not self._all_kept(units, ids_per_unit):
-            return None
-        starts, ends, fits = self._bounds(units, ids_per_unit)
-        return list(zip(starts.tolist(), ends.tolist())) if all(fits) else None
+    def word_numbers(self, pieces: UnitPieces) -> np.ndarray:
+        """The word of each piece within its unit: a new word starts at every piece beginning with "▁" (Metaspace's
+        split), the first word being 0."""
+        starting = self._starts_word[pieces.ids]
+        before = np.cumsum(starting) - starting  # word starts before each piece, all units together
+        firsts = exclusive_sum(pieces.counts)
+        nonempty = pieces.counts > 0
+        unit_base = np.zeros_like(pieces.counts)
+        unit_base[nonempty] = before[firsts[nonempty]]
+        return before + starting - np.repeat(unit_base, pieces.counts) - 1
 
-    def _all_kept(self, units: Sequence[str], ids_per_unit: Sequence[Sequence[int]]) -> bool:
-        return bool(units) and all(ids_per_unit) and not self._units_maybe_changed(units, ids_per_unit)
-
-    def _units_maybe_changed(self, units: Sequence[str], ids_per_unit: Sequence[Sequence[int]]) -> Collection[int]:
+    def _units_maybe_changed(self, units: Sequence[str], ids: np.ndarray, counts: np.ndarray) -> Collection[int]:
         """The units not known to normalize to "▁" + themselves with " " -> "▁" (the pieces, which spell the
         normalized text, are then checked by `_bounds`): by their characters where the rule is known, else by one
         string comparison of what all the pieces spell (every unit when it fails)."""
         if self._rule is not None:
             return self._rule.changed(units)
-        spelled = "".join(map(self.tokens.__getitem__, chain.from_iterable(ids_per_unit)))
+        spelled = "".join(map(self.tokens.__getitem__, ids.tolist()))
         kept = spelled == (SPACE_SYMBOL + SPACE_SYMBOL.join(units)).replace(" ", SPACE_SYMBOL)
         return () if kept else range(len(units))
 
@@ -116,47 +128,42 @@ class PieceSpans:
         # Most text only needs " " -> "▁" (a C-speed check); the table handles e.g. fullwidth forms.
         return spelled[1:] == text.replace(" ", SPACE_SYMBOL) or spelled[1:] == text.translate(self.table)
 
-    def _spans_of_checked(self, units: Sequence[str], ids_per_unit: Sequence[Sequence[int]]) -> list[list | None]:
-        """The spans of units normalized character for character; None for a unit with a piece that does not spell
-        its own text, or whose pieces do not end where it does."""
-        starts, ends, fits = self._bounds(units, ids_per_unit)
-        spans = iter(list(zip(starts.tolist(), ends.tolist())))
-        return [
-            unit_spans if fit else None
-            for unit_spans, fit in zip((list(islice(spans, len(ids))) for ids in ids_per_unit), fits)
-        ]
-
     def _bounds(
-        self, units: Sequence[str], ids_per_unit: Sequence[Sequence[int]]
-    ) -> tuple[np.ndarray, np.ndarray, list[bool]]:
-        """Flat start and end arrays of every piece (non-empty units, normalized character for character), each
-        relative to its unit, and whether each unit's pieces all spell their own text and end exactly at its end.
+        self, units: Sequence[str], ids: np.ndarray, counts: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Flat start and end arrays of every piece, each relative to its unit, as if each unit were normalized
+        character for character; and whether each unit's pieces all spell their own text and end exactly at its
+        end (units without pieces: True).
 
         A piece covering normalized characters s .. e-1 spans original characters s-1 .. e-1: running sums of the
         piece lengths, less the unit's own start and its dummy "▁", which shares the first character's span. Made
         in numpy, so the per-token Python work is only the tuples transformers hands out."""
-        counts = np.fromiter(map(len, ids_per_unit), np.int64, len(ids_per_unit))
-        ids = np.fromiter(chain.from_iterable(ids_per_unit), np.int64, int(counts.sum()))
         lengths = self._length_array[ids]
-        ends = np.cumsum(lengths)
-        lasts = np.cumsum(counts) - 1
-        firsts = lasts - counts + 1
-        unit_starts = np.empty_like(counts)  # normalized characters before each unit, plus its dummy "▁"
-        unit_starts[0] = 1
-        unit_starts[1:] = ends[lasts[:-1]] + 1
-        ends -= np.repeat(unit_starts, counts)
+        before = np.zeros(len(ids) + 1, np.int64)  # normalized characters before each piece, and in all
+        np.cumsum(lengths, out=before[1:])
+        firsts = exclusive_sum(counts)  # each unit's first piece (for a unit without pieces: the next unit's)
+        unit_starts = before[firsts] + 1  # normalized characters before each unit, plus its dummy "▁"
+        ends = before[1:] - np.repeat(unit_starts, counts)
         starts = ends - lengths
-        starts[firsts] = 0
-        ends[firsts] = np.maximum(ends[firsts], 1)
-        fits = ends[lasts] == np.fromiter(map(len, units), np.int64, len(units))
+        unit_ends = before[firsts + counts] - unit_starts  # where each unit's last piece ends
+        first_pieces = firsts if counts.all() else firsts[counts > 0]
+        starts[first_pieces] = 0
+        ends[first_pieces] = np.maximum(ends[first_pieces], 1)
+        unit_ends[counts == 1] = np.maximum(unit_ends[counts == 1], 1)
+        kept = (unit_ends == np.fromiter(map(len, units), np.int64, len(units))) | (counts == 0)
         unspelled = self._unspelled[ids]
         if unspelled.any():
-            fits &= ~np.logical_or.reduceat(unspelled, firsts)
-        return starts, ends, fits.tolist()
+            unspelled_before = np.zeros(len(ids) + 1, np.int64)
+            np.cumsum(unspelled, out=unspelled_before[1:])
+            kept &= unspelled_before[firsts + counts] == unspelled_before[firsts]
+        return starts, ends, kept
 
-    def word_ids(self, ids: Sequence[int]) -> list[int]:
-        """The word of each piece: a new word starts at every piece beginning with "▁" (Metaspace's split)."""
-        return [count - 1 for count in accumulate(map(self.starts_word.__getitem__, ids))]
+
+def exclusive_sum(values: np.ndarray) -> np.ndarray:
+    """Each position's sum of the values before it (the first 0)."""
+    sums = np.zeros_like(values)
+    np.cumsum(values[:-1], out=sums[1:])
+    return sums
 
 
 class NormalizationRule:
@@ -274,8 +281,4 @@ def _keys_of(charsmap: bytes) -> tuple[set[int], set[str]]:
 _NOT_SPELLED = re.compile(r"<s>|<pad>|</s>|<unk>|<mask>|<0x[0-9A-Fa-f]{2}>")
 
 
-def word_index_of(ids_per_word: list[list[int]]) -> list[int]:
-    return [word for word, ids in enumerate(ids_per_word) for _ in ids]
-
-
-__all__ = ["NormalizationRule", "PieceSpans", "word_index_of"]
+__all__ = ["NormalizationRule", "PieceSpans", "UnitPieces", "exclusive_sum"]
