@@ -161,10 +161,10 @@ class SentencePieceBackend:
             ]
             words = [text for item in items for text in item]
         word_ids, word_segments = self._reference_ids(words)
-        has_added_tokens = any(segments is not None for segments in word_segments)
+        has_added_tokens = word_segments is not None
         if is_pretokenized:  # each text's ids are its words' ids, in order; only the words' piece counts are kept
             word_counts = np.fromiter(map(len, word_ids), np.int64, len(word_ids))
-            parts = _nested_like(items, word_ids, joined=True)
+            parts = _joined_words(items, word_ids, word_counts)
             segment_parts = _nested_like(items, word_segments) if has_added_tokens else None
         else:
             word_counts = None
@@ -231,17 +231,19 @@ class SentencePieceBackend:
                     )
         return [results[index] for index in indices]
 
-    def _reference_ids(self, texts: list[str]) -> tuple[list[list[int]], list[list | None]]:
-        """fairseq's ids of each text (added tokens such as "<mask>" kept whole), and the text's parts: None for a
-        text without added tokens (most), else (start, end, added token id or None) for each part."""
+    def _reference_ids(self, texts: list[str]) -> tuple[list[list[int]], list[list | None] | None]:
+        """fairseq's ids of each text (added tokens such as "<mask>" kept whole), and each text's parts: None for a
+        text without added tokens (most), else (start, end, added token id or None) for each part; None instead of
+        the list when no text holds an added token."""
         pattern, token_ids, quick_test = self._added_tokens_pattern()
-        if quick_test is None:
-            return self._reference.ids(texts), [None] * len(texts)
+        # one search over all texts first: a token in any text is found in them joined (the reverse may not hold)
+        if quick_test is None or not quick_test.search("\0".join(texts)):
+            return self._reference.ids(texts), None
         segments = [
             _split_added_tokens(text, pattern, token_ids) if quick_test.search(text) else None for text in texts
         ]
         if not any(segments):
-            return self._reference.ids(texts), segments
+            return self._reference.ids(texts), None
         plain = []
         for text, parts in zip(texts, segments):
             plain += [text] if parts is None else [text[start:end] for start, end, added in parts if added is None]
@@ -266,7 +268,8 @@ class SentencePieceBackend:
             text_words, text_spans, word_ids = [], [], []
             for word_index, word in enumerate(text if pretokenized else [text]):
                 after_added = False
-                for start, end, token_id in self._reference_ids([word])[1][0] or [(0, len(word), None)]:
+                _, segments = self._reference_ids([word])
+                for start, end, token_id in segments[0] if segments else [(0, len(word), None)]:
                     if token_id is None:
                         pieces, offsets = self._reference.pieces_with_offsets(word[start:end], start)
                     else:
@@ -502,13 +505,22 @@ def _grouped_like(items: list[tuple], values: list) -> list[list]:
     return [[next(flat)] if len(item) == 1 else list(islice(flat, len(item))) for item in items]
 
 
-def _nested_like(items: list[tuple], values: list, joined: bool = False) -> list[list[list]]:
-    """`values` (one per word, all items' words in order) nested as the items nest their texts' words; `joined`:
-    each text's values (lists) joined into one list."""
+def _nested_like(items: list[tuple], values: list) -> list[list[list]]:
+    """`values` (one per word, all items' words in order) nested as the items nest their texts' words."""
     flat = iter(values)
-    if joined:
-        return [[list(chain.from_iterable(islice(flat, len(text)))) for text in item] for item in items]
     return [[list(islice(flat, len(text))) for text in item] for item in items]
+
+
+def _joined_words(items: list[tuple], word_ids: list[list[int]], word_counts: np.ndarray) -> list[list[list[int]]]:
+    """Each text's ids, its words' ids one after the other (`word_ids`: all items' words in order, `word_counts`
+    their lengths), grouped as the items group their texts."""
+    all_ids = list(chain.from_iterable(word_ids))
+    words_per_text = [len(text) for item in items for text in item]
+    ends = np.zeros(len(word_ids) + 1, np.int64)
+    np.cumsum(word_counts, out=ends[1:])
+    bounds = ends[np.cumsum(words_per_text)].tolist()
+    texts = iter([all_ids[start:end] for start, end in zip([0, *bounds], bounds)])
+    return [[next(texts)] if len(item) == 1 else list(islice(texts, len(item))) for item in items]
 
 
 def _has_added_tokens(segments: list, pretokenized: bool) -> bool:

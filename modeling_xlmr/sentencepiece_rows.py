@@ -9,6 +9,7 @@ other root modules.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 from collections.abc import Callable
 from typing import Any
@@ -243,9 +244,16 @@ class NativeRows:
         return flat[start:end]
 
     def _all_offsets(self) -> list[tuple[int, int]]:
-        starts, ends = np.zeros(self._size, np.int64), np.zeros(self._size, np.int64)
-        starts[self._piece_positions], ends[self._piece_positions] = self._starts, self._ends
-        return list(zip(starts.tolist(), ends.tolist()))
+        starts, lengths = np.zeros(self._size, np.int64), np.zeros(self._size, np.int64)
+        starts[self._piece_positions], lengths[self._piece_positions] = self._starts, self._ends - self._starts
+        common = (starts < _COMMON_STARTS) & (lengths < _COMMON_LENGTHS)
+        spans = _common_spans()[np.where(common, starts * _COMMON_LENGTHS + lengths, 0)]
+        if not common.all():
+            rare = np.flatnonzero(~common)
+            rare_starts = starts[rare]
+            rare_spans = zip(rare_starts.tolist(), (rare_starts + lengths[rare]).tolist())
+            spans[rare] = np.fromiter(rare_spans, dtype=object, count=len(rare))
+        return spans.tolist()
 
     def _all_word_ids(self) -> list[int | None]:
         return self._placed(self._words(), None)
@@ -271,6 +279,17 @@ class NativeRows:
         values = np.full(self._size, other, dtype=object)
         values[self._piece_positions] = piece_values
         return values.tolist()
+
+
+# Spans starting in a text's first 512 characters and shorter than 32 (nearly all) are shared tuples made once:
+# handing out a tuple already made costs neither an allocation nor, later, the cycle collector's look at it.
+_COMMON_STARTS, _COMMON_LENGTHS = 512, 32
+
+
+@functools.cache
+def _common_spans() -> np.ndarray:
+    spans = ((start, start + length) for start in range(_COMMON_STARTS) for length in range(_COMMON_LENGTHS))
+    return np.fromiter(spans, dtype=object, count=_COMMON_STARTS * _COMMON_LENGTHS)
 
 
 @contextlib.contextmanager
