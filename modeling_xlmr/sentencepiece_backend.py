@@ -40,7 +40,7 @@ from .sentencepiece_conversion import (
     normalizer_spec,
     renumbered_in_fairseq_order,
 )
-from .sentencepiece_rows import NativeRows, SentencePieceEncoding, collector_paused
+from .sentencepiece_rows import NativeRows, SentencePieceEncoding
 from .sentencepiece_spans import NormalizationRule, PieceSpans, UnitPieces, exclusive_sum
 
 # Rust's `char::is_whitespace` (Unicode White_Space), which `tokenizers` uses for an added token's lstrip/rstrip.
@@ -353,8 +353,7 @@ class _Batch:
         among them), None if one of its texts (or words) holds an added token or is not normalized character for
         character (`tokenizers` then builds the row). The first call does every lazy row of the batch at once."""
         if self._natives is None:
-            with collector_paused():
-                self._natives = self._all_natives()
+            self._natives = self._all_natives()
         rows, positions = self._natives
         position = positions.get(index)
         if position is None:

@@ -8,9 +8,7 @@ other root modules.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import gc
 from collections.abc import Callable
 from typing import Any
 
@@ -238,8 +236,7 @@ class NativeRows:
     def _row(self, name: str, row: int) -> list:
         flat = self._flat.get(name)
         if flat is None:
-            with collector_paused():
-                flat = self._flat[name] = getattr(self, f"_all_{name}")()
+            flat = self._flat[name] = getattr(self, f"_all_{name}")()
         start, end = self._bounds[row]
         return flat[start:end]
 
@@ -292,18 +289,4 @@ def _common_spans() -> np.ndarray:
     return np.fromiter(spans, dtype=object, count=_COMMON_STARTS * _COMMON_LENGTHS)
 
 
-@contextlib.contextmanager
-def collector_paused():
-    """Python's cycle collector off while a batch's spans are made: they are a burst of small tuples and lists that
-    hold no cycles, and each collection the burst would trigger walks every young container (measured: most of the
-    cost of `return_offsets_mapping`). Restored as it was, also on error."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-__all__ = ["NativeRows", "SentencePieceEncoding", "collector_paused"]
+__all__ = ["NativeRows", "SentencePieceEncoding"]
