@@ -67,7 +67,7 @@ class SentencePieceEncoding:
         row._batch, row._index = batch, index
         return row
 
-    def _native_row(self) -> tuple[NativeRows, int] | None:
+    def _native_place(self) -> tuple[NativeRows, int] | None:
         """The batch's rows built from sentencepiece's pieces and this row's place among them (made on first use),
         None where `tokenizers` answers."""
         if self._encoding is not None:
@@ -76,11 +76,17 @@ class SentencePieceEncoding:
             self._native = self._batch.native(self._index) or False
         return self._native or None
 
+    def _native_attribute(self, name: str) -> list | None:
+        """Attribute `name` (`offsets`, `word_ids`...) made from sentencepiece's pieces, None where `tokenizers`
+        answers."""
+        place = self._native_place()
+        return None if place is None else place[0].attribute(name, place[1])
+
     @property
     def word_ids(self) -> list[int | None]:
-        native = self._native_row()
+        native = self._native_attribute("word_ids")
         if native is not None:
-            return native[0].word_ids(native[1])
+            return native
         encoding = self.encoding
         if self._spans is None:
             return encoding.word_ids
@@ -94,18 +100,18 @@ class SentencePieceEncoding:
 
     @property
     def sequence_ids(self) -> list[int | None]:
-        native = self._native_row()
-        return native[0].sequence_ids(native[1]) if native is not None else self.encoding.sequence_ids
+        native = self._native_attribute("sequence_ids")
+        return native if native is not None else self.encoding.sequence_ids
 
     @property
     def tokens(self) -> list[str]:
-        native = self._native_row()
-        return native[0].tokens(native[1]) if native is not None else self.encoding.tokens
+        native = self._native_attribute("tokens")
+        return native if native is not None else self.encoding.tokens
 
     @property
     def special_tokens_mask(self) -> list[int]:
-        native = self._native_row()
-        return native[0].special_tokens_mask(native[1]) if native is not None else self.encoding.special_tokens_mask
+        native = self._native_attribute("special_tokens_mask")
+        return native if native is not None else self.encoding.special_tokens_mask
 
     @property
     def encoding(self) -> Encoding:
@@ -125,9 +131,9 @@ class SentencePieceEncoding:
 
     @property
     def offsets(self) -> list[tuple[int, int]]:
-        native = self._native_row()
+        native = self._native_attribute("offsets")
         if native is not None:
-            return native[0].offsets(native[1])
+            return native
         encoding = self.encoding
         if self._spans is None:
             return encoding.offsets
@@ -140,8 +146,8 @@ class SentencePieceEncoding:
 
     @property
     def overflowing(self) -> list[SentencePieceEncoding]:
-        native = self._native_row()
-        if native is not None and not native[0].truncated[native[1]]:
+        place = self._native_place()
+        if place is not None and not place[0].truncated[place[1]]:
             return []
         return [SentencePieceEncoding.wrap(window, self._spans) for window in self.encoding.overflowing]
 
@@ -218,22 +224,8 @@ class NativeRows:
         self._bounds = list(zip(row_starts.tolist(), (row_starts + lengths).tolist()))
         self._flat: dict[str, list] = {}
 
-    def offsets(self, row: int) -> list[tuple[int, int]]:
-        return self._row("offsets", row)
-
-    def word_ids(self, row: int) -> list[int | None]:
-        return self._row("word_ids", row)
-
-    def sequence_ids(self, row: int) -> list[int | None]:
-        return self._row("sequence_ids", row)
-
-    def tokens(self, row: int) -> list[str]:
-        return self._row("tokens", row)
-
-    def special_tokens_mask(self, row: int) -> list[int]:
-        return self._row("special_tokens_mask", row)
-
-    def _row(self, name: str, row: int) -> list:
+    def attribute(self, name: str, row: int) -> list:
+        """Row `row`'s `offsets`, `word_ids`, `sequence_ids`, `tokens` or `special_tokens_mask`."""
         flat = self._flat.get(name)
         if flat is None:
             flat = self._flat[name] = getattr(self, f"_all_{name}")()
