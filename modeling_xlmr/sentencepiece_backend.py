@@ -26,7 +26,6 @@ import functools
 import os
 import re
 import threading
-from collections.abc import Callable
 from itertools import chain, islice
 from typing import Any
 
@@ -40,8 +39,8 @@ from .sentencepiece_conversion import (
     normalizer_spec,
     renumbered_in_fairseq_order,
 )
-from .sentencepiece_rows import NativeRows, SentencePieceEncoding
-from .sentencepiece_spans import NormalizationRule, PieceSpans, UnitPieces, exclusive_sum
+from .sentencepiece_rows import LazyBatch, SentencePieceEncoding, pad_arguments, template_state
+from .sentencepiece_spans import NormalizationRule, PieceSpans
 
 # Rust's `char::is_whitespace` (Unicode White_Space), which `tokenizers` uses for an added token's lstrip/rstrip.
 _WHITESPACE = "[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*"
@@ -130,7 +129,7 @@ class SentencePieceBackend:
         object.__setattr__(self, "_reference", reference)
         object.__setattr__(self, "_word_level", None)
         object.__setattr__(self, "_added_pattern", (None, None, [], None))
-        object.__setattr__(self, "_template_state", _template_state(backend.post_processor))
+        object.__setattr__(self, "_template_state", template_state(backend.post_processor))
         object.__setattr__(self, "_lock", threading.RLock())
 
     def __getattr__(self, name: str) -> Any:
@@ -170,7 +169,7 @@ class SentencePieceBackend:
             word_counts = None
             parts = _grouped_like(items, word_ids)
             segment_parts = _grouped_like(items, word_segments) if has_added_tokens else None
-        batch = _Batch(self, items, parts, add_special_tokens, segment_parts, word_counts)
+        batch = LazyBatch(self, items, parts, add_special_tokens, segment_parts, word_counts)
         # A template set by the user (not fairseq's) is applied by `tokenizers` itself.
         fast = batch.own_template
         rows = [_fast_ids(parts, add_special_tokens, batch.truncation) if fast else None for parts in batch.parts]
@@ -186,11 +185,11 @@ class SentencePieceBackend:
                     row, len(items[index]), batch.padding, batch.length, batch, index
                 )
             elif batch.length is not None:
-                row.encoding.pad(batch.length, **_pad_arguments(batch.padding))
+                row.encoding.pad(batch.length, **pad_arguments(batch.padding))
                 row.ids, row.attention_mask = row.encoding.ids, row.encoding.attention_mask
         return rows
 
-    def _build_encodings(self, batch: _Batch, indices: list[int]) -> list[tuple[Encoding, tuple | None]]:
+    def _build_encodings(self, batch: LazyBatch, indices: list[int]) -> list[tuple[Encoding, tuple | None]]:
         """The `tokenizers.Encoding` of each chosen item of `batch` (ids equal to its sentencepiece ids), unpadded.
 
         Each comes with the character span of each word of each text where an item had to be spelled with
@@ -320,127 +319,6 @@ class SentencePieceBackend:
         return tuple(cached)
 
 
-class _Batch:
-    """What one `encode_batch` call was asked, kept so its rows can be built by `tokenizers` later, all at once."""
-
-    def __init__(
-        self,
-        backend: SentencePieceBackend,
-        items: list[tuple],
-        parts: list[list],
-        add_special_tokens: bool,
-        segments: list[list] | None,
-        word_counts: np.ndarray | None = None,
-    ):
-        tokenizer = backend._backend
-        self.backend, self.items, self.add_special_tokens = backend, items, add_special_tokens
-        self.parts, self.segments = parts, segments  # each text's ids (pre-split words: its words' ids, in order)
-        # pre-split words: the number of pieces of each word of the batch (all items' words in order), else None
-        self.pretokenized, self.word_counts = word_counts is not None, word_counts
-        self.truncation, self.padding = tokenizer.truncation, tokenizer.padding
-        self.split_special_tokens = tokenizer.encode_special_tokens
-        self.own_template = (
-            not add_special_tokens or _template_state(tokenizer.post_processor) == backend._template_state
-        )
-        self.length, self.lazy_rows, self.row_lengths = None, [], []
-        self.native_failed: list[int] = []
-        self.has_added_tokens = segments is not None  # each text's (or word's) parts around its added tokens
-        self._natives: tuple[NativeRows | None, dict[int, int]] | None = None
-        self._encodings: dict[int, tuple] = {}
-
-    def native(self, index: int) -> tuple[NativeRows, int] | None:
-        """Row `index`'s per-token attributes from sentencepiece's pieces (the batch's rows and the row's place
-        among them), None if one of its texts (or words) holds an added token or is not normalized character for
-        character (`tokenizers` then builds the row). The first call does every lazy row of the batch at once."""
-        if self._natives is None:
-            self._natives = self._all_natives()
-        rows, positions = self._natives
-        position = positions.get(index)
-        if position is None:
-            self.native_failed.append(index)
-            return None
-        return rows, position
-
-    def _all_natives(self) -> tuple[NativeRows | None, dict[int, int]]:
-        """The lazy rows whose texts all have spans from sentencepiece's pieces, laid out together, and the place of
-        each such row (by its index in the batch) among them."""
-        rows = self.lazy_rows
-        if self.has_added_tokens:
-            rows = [row for row in rows if not _has_added_tokens(self.segments[row], self.pretokenized)]
-        if not rows:
-            return None, {}
-        pieces, counts, kept, words = self._pieces_of_texts(rows)
-        texts_per_row = np.fromiter((len(self.items[row]) for row in rows), np.int64, len(rows))
-        text_row = np.repeat(np.arange(len(rows)), texts_per_row)
-        row_kept = np.bincount(text_row, weights=~kept, minlength=len(rows)) == 0
-        # what each text keeps: a single text all the row has room for (cut as truncation says), a pair all of it
-        special = 2 if self.add_special_tokens else 0
-        room = np.fromiter((self.row_lengths[row] - special for row in rows), np.int64, len(rows))
-        windows = np.where(texts_per_row[text_row] == 1, np.minimum(room[text_row], counts), counts)
-        if row_kept.all() and (windows == counts).all():
-            chosen = slice(None)  # every piece of every text
-        else:
-            place = np.arange(len(pieces.ids)) - np.repeat(exclusive_sum(counts), counts)  # in its text
-            if self.truncation and self.truncation["direction"] == "left":
-                place -= np.repeat(counts - windows, counts)
-            chosen = (place >= 0) & (place < np.repeat(windows, counts)) & np.repeat(row_kept[text_row], counts)
-        length = self.length or 0
-        missing = np.fromiter((max(length - self.row_lengths[row], 0) for row in rows), np.int64, len(rows))
-        direction, pad_token = (self.padding["direction"], self.padding["pad_token"]) if self.padding else ("right", "")
-        kept_texts = row_kept[text_row]
-        native = NativeRows(
-            pieces.ids[chosen],
-            pieces.starts[chosen],
-            pieces.ends[chosen],
-            lambda: words()[chosen],
-            windows[kept_texts],
-            texts_per_row[row_kept],
-            self.add_special_tokens,
-            (missing[row_kept], direction, pad_token),
-            (windows < counts)[kept_texts],
-            self.backend._reference.piece_spans.token_array,
-        )
-        kept_rows = [row for row, keep in zip(rows, row_kept.tolist()) if keep]
-        return native, {row: position for position, row in enumerate(kept_rows)}
-
-    def _pieces_of_texts(self, rows: list[int]) -> tuple[UnitPieces, np.ndarray, np.ndarray, Callable[[], np.ndarray]]:
-        """The pieces of the rows' texts (flat, in order), how many each text has, whether each text's spans are
-        right, and a function making each piece's word: for pre-split words the word it came from (its spans are
-        within that word), else where Metaspace splits the text."""
-        spans_of = self.backend._reference.piece_spans
-        texts = [text for row in rows for text in self.items[row]]
-        text_ids = [ids for row in rows for ids in self.parts[row]]
-        ids = np.fromiter(chain.from_iterable(text_ids), np.int64, sum(map(len, text_ids)))
-        if not self.pretokenized:
-            pieces = spans_of.pieces_of(texts, ids, np.fromiter(map(len, text_ids), np.int64, len(text_ids)))
-            return pieces, pieces.counts, pieces.kept, lambda: spans_of.word_numbers(pieces)
-        # the units are the words, each encoded on its own
-        words_per_text = np.fromiter(map(len, texts), np.int64, len(texts))
-        word_counts = self.word_counts
-        if len(rows) < len(self.items):
-            words_per_row = [sum(map(len, item)) for item in self.items]
-            word_counts = word_counts[np.repeat(np.isin(np.arange(len(self.items)), rows), words_per_row)]
-        pieces = spans_of.pieces_of(list(chain.from_iterable(texts)), ids, word_counts)
-        word_text = np.repeat(np.arange(len(texts)), words_per_text)
-        word_in_text = np.arange(len(word_text)) - exclusive_sum(words_per_text)[word_text]
-        counts = np.bincount(word_text, weights=pieces.counts, minlength=len(texts)).astype(np.int64)
-        kept = np.bincount(word_text, weights=~pieces.kept, minlength=len(texts)) == 0
-        return pieces, counts, kept, lambda: np.repeat(word_in_text, pieces.counts)
-
-    def build(self, index: int) -> tuple[Encoding, tuple | None]:
-        """Row `index`'s encoding, padded as the call asked. Built together with the batch's other rows that need
-        one: every row `native` could not do (for a row it could not do), else every lazy row (a caller reading
-        `char_to_token` and the like of one row usually reads them of all)."""
-        if index not in self._encodings:
-            wanted = self.native_failed if index in self.native_failed else self.lazy_rows
-            wanted = [row for row in wanted if row not in self._encodings]
-            for row, (encoding, spans) in zip(wanted, self.backend._build_encodings(self, wanted)):
-                if self.length is not None:
-                    encoding.pad(self.length, **_pad_arguments(self.padding))
-                self._encodings[row] = (encoding, spans)
-        return self._encodings[index]
-
-
 def _encoder_threads(texts: int) -> int:
     """Threads for sentencepiece's batch encoder, parallel as `tokenizers` is with its own batches: the cores this
     process may use, but no more than one per 16 texts (a thread for a handful of short texts costs more than it
@@ -477,10 +355,6 @@ def _apply_settings(backend: Tokenizer, truncation: dict | None, padding: dict |
         backend.no_truncation() if truncation is None else backend.enable_truncation(**truncation)
     if backend.padding != padding:
         backend.no_padding() if padding is None else backend.enable_padding(**padding)
-
-
-def _template_state(post_processor) -> str | None:
-    return None if post_processor is None else post_processor.__getstate__()
 
 
 def _fast_ids(parts: list[list[int]], add_special_tokens: bool, truncation: dict | None) -> list[int] | None:
@@ -522,13 +396,6 @@ def _joined_words(items: list[tuple], word_ids: list[list[int]], word_counts: np
     return [[next(texts)] if len(item) == 1 else list(islice(texts, len(item))) for item in items]
 
 
-def _has_added_tokens(segments: list, pretokenized: bool) -> bool:
-    """Whether a row's texts (or their words) hold an added token such as "<mask>": such rows are `tokenizers`'."""
-    if pretokenized:
-        return any(any(word_segments) for word_segments in segments)
-    return any(text_segments is not None for text_segments in segments)
-
-
 def _is_word_pair(item) -> bool:
     """Whether a pre-split input is a pair of word lists (else it is one list of words)."""
     return len(item) == 2 and all(isinstance(text, (list, tuple)) for text in item)
@@ -543,10 +410,6 @@ def _padded_length(padding: dict | None, lengths: list[int]) -> int | None:
     if multiple:
         length = -(-length // multiple) * multiple
     return length
-
-
-def _pad_arguments(padding: dict) -> dict:
-    return {key: padding[key] for key in ("direction", "pad_id", "pad_type_id", "pad_token")}
 
 
 def _split_added_tokens(text: str, pattern: re.Pattern, token_ids: list[int]) -> list[tuple]:

@@ -1,6 +1,7 @@
 """The rows `XLMRTokenizerFast` returns: what transformers reads from a `tokenizers.Encoding`, made from
 sentencepiece's ids and pieces (`SentencePieceEncoding`, `NativeRows`), with the `tokenizers` pipeline's own
-encoding standing behind for anything else.
+encoding standing behind for anything else; and the batch they share (`LazyBatch`), which makes either for all
+its rows at once when a row first needs it.
 
 Remote code (saved beside models and tokenizers): imports only the standard library, numpy, `tokenizers` and the
 other root modules.
@@ -10,12 +11,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from itertools import chain
 from typing import Any
 
 import numpy as np
 from tokenizers import Encoding
 
-from .sentencepiece_spans import exclusive_sum
+from .sentencepiece_spans import UnitPieces, exclusive_sum
 
 
 class SentencePieceEncoding:
@@ -24,8 +26,8 @@ class SentencePieceEncoding:
     `ids`, `attention_mask` and `type_ids` (all transformers reads by default) are built from sentencepiece's ids;
     `offsets`, `word_ids`, `sequence_ids`, `tokens` and `special_tokens_mask` from its pieces when `native` can
     (`sentencepiece_spans`). Any other attribute (`overflowing` of a cut row, `char_to_token`...) and those for a
-    text `native` cannot handle come from the full `tokenizers.Encoding`, built by its batch (`_Batch.build`) on first
-    use, with the same ids (checked).
+    text `native` cannot handle come from the full `tokenizers.Encoding`, built by its batch (`LazyBatch.build`) on
+    first use, with the same ids (checked).
     """
 
     __slots__ = (
@@ -55,7 +57,7 @@ class SentencePieceEncoding:
     @classmethod
     def padded(cls, ids: list[int], n_sequences: int, padding: dict | None, length: int | None, batch, index: int):
         """Row `index` of `batch`: `ids` padded to `length` as `padding` says (tokenizers' rules); the batch gives
-        its other attributes when they are read (`_Batch.native`, else `_Batch.build`)."""
+        its other attributes when they are read (`LazyBatch.native`, else `LazyBatch.build`)."""
         attention_mask, pad_type_id = [1] * len(ids), 0
         if length is not None and length > len(ids):
             missing, pad_type_id = length - len(ids), padding["pad_type_id"]
@@ -281,4 +283,143 @@ def _common_spans() -> np.ndarray:
     return np.fromiter(spans, dtype=object, count=_COMMON_STARTS * _COMMON_LENGTHS)
 
 
-__all__ = ["NativeRows", "SentencePieceEncoding"]
+class LazyBatch:
+    """What one `encode_batch` call was asked, kept so its rows can be built later, all at once: from
+    sentencepiece's pieces (`native`) or by `tokenizers` (`build`). `backend` is the `SentencePieceBackend` that
+    made it."""
+
+    def __init__(
+        self,
+        backend,
+        items: list[tuple],
+        parts: list[list],
+        add_special_tokens: bool,
+        segments: list[list] | None,
+        word_counts: np.ndarray | None = None,
+    ):
+        tokenizer = backend._backend
+        self.backend, self.items, self.add_special_tokens = backend, items, add_special_tokens
+        self.parts, self.segments = parts, segments  # each text's ids (pre-split words: its words' ids, in order)
+        # pre-split words: the number of pieces of each word of the batch (all items' words in order), else None
+        self.pretokenized, self.word_counts = word_counts is not None, word_counts
+        self.truncation, self.padding = tokenizer.truncation, tokenizer.padding
+        self.split_special_tokens = tokenizer.encode_special_tokens
+        self.own_template = (
+            not add_special_tokens or template_state(tokenizer.post_processor) == backend._template_state
+        )
+        self.length, self.lazy_rows, self.row_lengths = None, [], []
+        self.native_failed: list[int] = []
+        self.has_added_tokens = segments is not None  # each text's (or word's) parts around its added tokens
+        self._natives: tuple[NativeRows | None, dict[int, int]] | None = None
+        self._encodings: dict[int, tuple] = {}
+
+    def native(self, index: int) -> tuple[NativeRows, int] | None:
+        """Row `index`'s per-token attributes from sentencepiece's pieces (the batch's rows and the row's place
+        among them), None if one of its texts (or words) holds an added token or is not normalized character for
+        character (`tokenizers` then builds the row). The first call does every lazy row of the batch at once."""
+        if self._natives is None:
+            self._natives = self._all_natives()
+        rows, positions = self._natives
+        position = positions.get(index)
+        if position is None:
+            self.native_failed.append(index)
+            return None
+        return rows, position
+
+    def _all_natives(self) -> tuple[NativeRows | None, dict[int, int]]:
+        """The lazy rows whose texts all have spans from sentencepiece's pieces, laid out together, and the place of
+        each such row (by its index in the batch) among them."""
+        rows = self.lazy_rows
+        if self.has_added_tokens:
+            rows = [row for row in rows if not _has_added_tokens(self.segments[row], self.pretokenized)]
+        if not rows:
+            return None, {}
+        pieces, counts, kept, words = self._pieces_of_texts(rows)
+        texts_per_row = np.fromiter((len(self.items[row]) for row in rows), np.int64, len(rows))
+        text_row = np.repeat(np.arange(len(rows)), texts_per_row)
+        row_kept = np.bincount(text_row, weights=~kept, minlength=len(rows)) == 0
+        # what each text keeps: a single text all the row has room for (cut as truncation says), a pair all of it
+        special = 2 if self.add_special_tokens else 0
+        room = np.fromiter((self.row_lengths[row] - special for row in rows), np.int64, len(rows))
+        windows = np.where(texts_per_row[text_row] == 1, np.minimum(room[text_row], counts), counts)
+        if row_kept.all() and (windows == counts).all():
+            chosen = slice(None)  # every piece of every text
+        else:
+            place = np.arange(len(pieces.ids)) - np.repeat(exclusive_sum(counts), counts)  # in its text
+            if self.truncation and self.truncation["direction"] == "left":
+                place -= np.repeat(counts - windows, counts)
+            chosen = (place >= 0) & (place < np.repeat(windows, counts)) & np.repeat(row_kept[text_row], counts)
+        length = self.length or 0
+        missing = np.fromiter((max(length - self.row_lengths[row], 0) for row in rows), np.int64, len(rows))
+        direction, pad_token = (self.padding["direction"], self.padding["pad_token"]) if self.padding else ("right", "")
+        kept_texts = row_kept[text_row]
+        native = NativeRows(
+            pieces.ids[chosen],
+            pieces.starts[chosen],
+            pieces.ends[chosen],
+            lambda: words()[chosen],
+            windows[kept_texts],
+            texts_per_row[row_kept],
+            self.add_special_tokens,
+            (missing[row_kept], direction, pad_token),
+            (windows < counts)[kept_texts],
+            self.backend._reference.piece_spans.token_array,
+        )
+        kept_rows = [row for row, keep in zip(rows, row_kept.tolist()) if keep]
+        return native, {row: position for position, row in enumerate(kept_rows)}
+
+    def _pieces_of_texts(self, rows: list[int]) -> tuple[UnitPieces, np.ndarray, np.ndarray, Callable[[], np.ndarray]]:
+        """The pieces of the rows' texts (flat, in order), how many each text has, whether each text's spans are
+        right, and a function making each piece's word: for pre-split words the word it came from (its spans are
+        within that word), else where Metaspace splits the text."""
+        spans_of = self.backend._reference.piece_spans
+        texts = [text for row in rows for text in self.items[row]]
+        text_ids = [ids for row in rows for ids in self.parts[row]]
+        ids = np.fromiter(chain.from_iterable(text_ids), np.int64, sum(map(len, text_ids)))
+        if not self.pretokenized:
+            pieces = spans_of.pieces_of(texts, ids, np.fromiter(map(len, text_ids), np.int64, len(text_ids)))
+            return pieces, pieces.counts, pieces.kept, lambda: spans_of.word_numbers(pieces)
+        # the units are the words, each encoded on its own
+        words_per_text = np.fromiter(map(len, texts), np.int64, len(texts))
+        word_counts = self.word_counts
+        if len(rows) < len(self.items):
+            words_per_row = [sum(map(len, item)) for item in self.items]
+            word_counts = word_counts[np.repeat(np.isin(np.arange(len(self.items)), rows), words_per_row)]
+        pieces = spans_of.pieces_of(list(chain.from_iterable(texts)), ids, word_counts)
+        word_text = np.repeat(np.arange(len(texts)), words_per_text)
+        word_in_text = np.arange(len(word_text)) - exclusive_sum(words_per_text)[word_text]
+        counts = np.bincount(word_text, weights=pieces.counts, minlength=len(texts)).astype(np.int64)
+        kept = np.bincount(word_text, weights=~pieces.kept, minlength=len(texts)) == 0
+        return pieces, counts, kept, lambda: np.repeat(word_in_text, pieces.counts)
+
+    def build(self, index: int) -> tuple[Encoding, tuple | None]:
+        """Row `index`'s encoding, padded as the call asked. Built together with the batch's other rows that need
+        one: every row `native` could not do (for a row it could not do), else every lazy row (a caller reading
+        `char_to_token` and the like of one row usually reads them of all)."""
+        if index not in self._encodings:
+            wanted = self.native_failed if index in self.native_failed else self.lazy_rows
+            wanted = [row for row in wanted if row not in self._encodings]
+            for row, (encoding, spans) in zip(wanted, self.backend._build_encodings(self, wanted)):
+                if self.length is not None:
+                    encoding.pad(self.length, **pad_arguments(self.padding))
+                self._encodings[row] = (encoding, spans)
+        return self._encodings[index]
+
+
+def _has_added_tokens(segments: list, pretokenized: bool) -> bool:
+    """Whether a row's texts (or their words) hold an added token such as "<mask>": such rows are `tokenizers`'."""
+    if pretokenized:
+        return any(any(word_segments) for word_segments in segments)
+    return any(text_segments is not None for text_segments in segments)
+
+
+def template_state(post_processor) -> str | None:
+    return None if post_processor is None else post_processor.__getstate__()
+
+
+def pad_arguments(padding: dict) -> dict:
+    return {key: padding[key] for key in ("direction", "pad_id", "pad_type_id", "pad_token")}
+
+
+__all__ = ["LazyBatch", "NativeRows", "SentencePieceEncoding", "pad_arguments", "template_state"]
+

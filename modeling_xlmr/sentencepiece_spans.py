@@ -54,14 +54,13 @@ class PieceSpans:
     """Spans, word starts and token strings of fairseq ids, for texts whose normalization is character for character.
 
     `vocab` is the fairseq vocabulary (token -> id) the ids come from; `normalizer` a `SentencePieceNormalizer` of
-    the same model (used once, to build the character table). Per-id tables are tuples and arrays, which Python's
+    the same model (used once, to build the character table). Per-id tables are numpy arrays, which Python's
     cycle collector does not walk: a list of 250k strings would cost every full collection of the process ~40 ms."""
 
     def __init__(self, vocab: dict[str, int], normalizer, rule: NormalizationRule | None = None):
         tokens = [""] * (max(vocab.values()) + 1)
         for token, token_id in vocab.items():
             tokens[token_id] = token
-        self.tokens = tuple(tokens)
         self.token_array = np.array(tokens, dtype=object)
         self._length_array = np.fromiter(map(len, tokens), np.int64, len(tokens))
         self._starts_word = np.array([token.startswith(SPACE_SYMBOL) for token in tokens])
@@ -81,11 +80,6 @@ class PieceSpans:
                 table[ord(character)] = text[2]
         return table
 
-    def spans(self, text: str, ids: Sequence[int]) -> list[tuple[int, int]] | None:
-        """The `tokenizers` span of each piece of `text` (its ids), or None if the text needs the pipeline."""
-        pieces = self.pieces_of([text], np.array(ids, np.int64), np.array([len(ids)], np.int64))
-        return list(zip(pieces.starts.tolist(), pieces.ends.tolist())) if pieces.kept[0] else None
-
     def pieces_of(self, units: Sequence[str], ids: np.ndarray, counts: np.ndarray) -> UnitPieces:
         """The spans of every piece of every unit (texts, or words each encoded on its own), in one pass: `ids` are
         the fairseq ids of all the units' pieces, flat, unit `u` having `counts[u]` of them."""
@@ -95,7 +89,7 @@ class PieceSpans:
             firsts = exclusive_sum(counts).tolist()
             for index in doubtful:
                 if kept[index] and counts[index]:
-                    unit_ids = ids[firsts[index] : firsts[index] + counts[index]].tolist()
+                    unit_ids = ids[firsts[index] : firsts[index] + counts[index]]
                     kept[index] = self._spelled_char_for_char(units[index], unit_ids)
         return UnitPieces(ids, starts, ends, counts, kept)
 
@@ -116,13 +110,13 @@ class PieceSpans:
         string comparison of what all the pieces spell (every unit when it fails)."""
         if self._rule is not None:
             return self._rule.changed(units)
-        spelled = "".join(map(self.tokens.__getitem__, ids.tolist()))
+        spelled = "".join(self.token_array[ids])
         kept = spelled == (SPACE_SYMBOL + SPACE_SYMBOL.join(units)).replace(" ", SPACE_SYMBOL)
         return () if kept else range(len(units))
 
-    def _spelled_char_for_char(self, text: str, ids: Sequence[int]) -> bool:
+    def _spelled_char_for_char(self, text: str, ids: np.ndarray) -> bool:
         """One unit's exact check: its pieces spell "▁" + its characters each normalized on its own."""
-        spelled = "".join(map(self.tokens.__getitem__, ids))
+        spelled = "".join(self.token_array[ids])
         if spelled[:1] != SPACE_SYMBOL:
             return False
         # Most text only needs " " -> "▁" (a C-speed check); the table handles e.g. fullwidth forms.
@@ -149,7 +143,8 @@ class PieceSpans:
         first_pieces = firsts if counts.all() else firsts[counts > 0]
         starts[first_pieces] = 0
         ends[first_pieces] = np.maximum(ends[first_pieces], 1)
-        unit_ends[counts == 1] = np.maximum(unit_ends[counts == 1], 1)
+        single = counts == 1  # its one piece is also its first: the end moved just above applies
+        unit_ends[single] = np.maximum(unit_ends[single], 1)
         kept = (unit_ends == np.fromiter(map(len, units), np.int64, len(units))) | (counts == 0)
         unspelled = self._unspelled[ids]
         if unspelled.any():

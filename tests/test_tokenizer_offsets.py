@@ -142,7 +142,7 @@ def test_random_rows_equal_the_pipeline(real_tokenizer, pipeline_only, normalize
                 assert spans_spell_their_pieces(ours, inputs[0], normalizer, row)
 
 
-def test_long_texts_and_long_pieces_equal_the_pipeline(real_tokenizer, pipeline_only, tokenizer_corpus):
+def test_long_texts_and_words_equal_the_pipeline(real_tokenizer, pipeline_only, tokenizer_corpus):
     # Spans that start past a text's 512th character are made one by one (the others are shared tuples): in
     # texts, in pre-split words, padded on either side and cut.
     long_texts = [" ".join(tokenizer_corpus[start : start + 40]) for start in range(0, 400, 40)]
