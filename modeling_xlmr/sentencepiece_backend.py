@@ -284,9 +284,11 @@ class SentencePieceBackend:
                     text_spans += offsets
             words.append(text_words)
             spans.append((text_spans, word_ids))
-        vocab = self._backend.get_vocab(with_added_tokens=True)
-        if self._word_level is None or self._word_level.get_vocab_size() != len(vocab):
+        # made again only when tokens were added: reading the 250k-entry vocabulary costs ~0.4 s
+        vocab_size = self._backend.get_vocab_size(with_added_tokens=True)
+        if self._word_level is None or self._word_level.get_vocab_size() != vocab_size:
             # each piece is a word mapped whole to its fairseq id; the template and truncation are the backend's
+            vocab = self._backend.get_vocab(with_added_tokens=True)
             word_level = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
             object.__setattr__(self, "_word_level", word_level)
         word_level = self._word_level

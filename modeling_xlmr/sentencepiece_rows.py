@@ -319,12 +319,11 @@ class LazyBatch:
         character (`tokenizers` then builds the row). The first call does every lazy row of the batch at once."""
         if self._natives is None:
             self._natives = self._all_natives()
+            # the rows left to `tokenizers`, which `build` then makes in one call
+            self.native_failed = [row for row in self.lazy_rows if row not in self._natives[1]]
         rows, positions = self._natives
         position = positions.get(index)
-        if position is None:
-            self.native_failed.append(index)
-            return None
-        return rows, position
+        return None if position is None else (rows, position)
 
     def _all_natives(self) -> tuple[NativeRows | None, dict[int, int]]:
         """The lazy rows whose texts all have spans from sentencepiece's pieces, laid out together, and the place of
