@@ -14,7 +14,10 @@ objects per token), the floor; ours with `verify_with_sentencepiece=False` is ou
 ids differ from fairseq's on rare inputs). The same run counts the lines where ours and transformers' (and ours and
 our `tokenizers` pipeline's) give the same ids, and among those the lines whose spans or word ids differ.
 
-    python -m bench.bench_tokenizer [--batch-size 64] [--repeats 5] [--lines 20000]
+    python -m bench.bench_tokenizer [--batch-size 64] [--repeats 5] [--lines 20000] [--input FILE]
+
+`--input FILE` takes the lines of another corpus instead (UTF-8, one text per line, split on "\n" only; empty
+lines skipped).
 
 Prints the machine, lines/s and tokens/s per tokenizer and mode (fastest pass) and the ratio to transformers'
 tokenizer in the same mode: the median, over rounds, of the ratio of two passes made one after the other (the order
@@ -100,14 +103,27 @@ def compare(ours, stock, batches: list, **options) -> tuple[int, int, int]:
     return rows, same_ids, different
 
 
+def read_lines(path: str) -> list[str]:
+    """The non-empty lines of a UTF-8 file, split on "\n" only (a text may hold other line breaks)."""
+    try:
+        with open(path, encoding="utf-8", newline="") as file:
+            lines = [line.removesuffix("\r") for line in file.read().split("\n") if line.strip()]
+    except (OSError, UnicodeDecodeError) as error:
+        raise SystemExit(f"bench_tokenizer: cannot read --input {path}: {error}") from None
+    if not lines:
+        raise SystemExit(f"bench_tokenizer: --input {path} has no non-empty line")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--lines", type=int, default=20000, help="corpus lines to use (the corpus repeats)")
+    parser.add_argument("--input", help="a UTF-8 text file to use instead, one text per line")
     args = parser.parse_args()
 
-    corpus = multilingual_corpus()
+    corpus = multilingual_corpus() if args.input is None else read_lines(args.input)
     lines = (corpus * (args.lines // len(corpus) + 1))[: args.lines]
     batches = [lines[i : i + args.batch_size] for i in range(0, len(lines), args.batch_size)]
     word_batches = [[line.split() for line in batch] for batch in batches]
@@ -142,7 +158,8 @@ def main() -> None:
         rows.append((name, "ids", seconds, tokens, ratio))
 
     print(machine_description())
-    print(f"{len(lines)} lines, {sum(map(len, lines))} characters, batch size {args.batch_size}")
+    source = "the CLDR corpus" if args.input is None else args.input
+    print(f"{len(lines)} lines of {source}, {sum(map(len, lines))} characters, batch size {args.batch_size}")
     print(f"{'tokenizer, mode':<46} {'lines/s':>10} {'tokens/s':>11} {'vs transformers, same mode':>27}")
     for name, mode, seconds, tokens, ratio in rows:
         label = f"{name}, {mode}"
