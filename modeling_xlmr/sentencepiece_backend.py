@@ -104,7 +104,10 @@ class SentencePieceReference:
         offsets, position = [], 0
         for piece in pieces:
             end = position + len(piece)
-            offsets.append((start + origin[position], start + origin[end]))
+            # a piece that ends inside what one character expanded to ("ﬁ" -> "fi") spans that whole character
+            last = origin[end - 1]
+            origin_end = next((offset for offset in origin[end:] if offset > last), origin[-1])
+            offsets.append((start + origin[position], start + origin_end))
             position = end
         if pieces and pieces[0] == "\u2581" and len(normalized) > 1:
             # A lone dummy "▁" shares the first character's span, as `tokenizers`' Prepend aligns it

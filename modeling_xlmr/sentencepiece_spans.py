@@ -88,9 +88,14 @@ class PieceSpans:
         if doubtful:
             firsts = exclusive_sum(counts).tolist()
             for index in doubtful:
-                if kept[index] and counts[index]:
-                    unit_ids = ids[firsts[index] : firsts[index] + counts[index]]
-                    kept[index] = self._spelled_char_for_char(units[index], unit_ids)
+                if not counts[index]:
+                    continue
+                unit = slice(firsts[index], firsts[index] + counts[index])
+                kept[index] = kept[index] and self._spelled_char_for_char(units[index], ids[unit])
+                if not kept[index] and self._rule is not None:
+                    kept[index] = self._respanned_without_extra_whitespace(
+                        units[index], ids[unit], starts[unit], ends[unit]
+                    )
         return UnitPieces(ids, starts, ends, counts, kept)
 
     def word_numbers(self, pieces: UnitPieces) -> np.ndarray:
@@ -121,6 +126,52 @@ class PieceSpans:
             return False
         # Most text only needs " " -> "▁" (a C-speed check); the table handles e.g. fullwidth forms.
         return spelled[1:] == text.replace(" ", SPACE_SYMBOL) or spelled[1:] == text.translate(self.table)
+
+    @functools.cached_property
+    def _space_table(self) -> dict[int, str]:
+        """`table` with every character the normalizer makes a space (tabs, newlines, U+3000...) mapped to " "."""
+        return {code: " " if value == SPACE_SYMBOL else value for code, value in self.table.items()}
+
+    def _respanned_without_extra_whitespace(
+        self, text: str, ids: np.ndarray, starts: np.ndarray, ends: np.ndarray
+    ) -> bool:
+        """Whether one unit's pieces spell "▁" + its characters each normalized on its own, once the normalizer's
+        whitespace rule is applied (spaces at either end removed, each run of spaces made one); if so, its spans
+        (`starts`, `ends`: views, made by `_bounds` as if nothing were removed) are moved onto the original text.
+
+        `tokenizers` aligns each kept character with itself and a run's one space with the run's last character;
+        removed ones get no piece. Its `Precompiled` step replaces a short grapheme whose first character is in
+        the map by that character's replacement alone: a CRLF becomes one space on the "\r" (modelled here), and
+        a zero-width (non-)joiner after a space vanishes there, while sentencepiece makes it one more space of
+        the run; texts holding one are left out. So are texts holding a typed "▁" (the pipeline does not strip
+        it at the start, sentencepiece does) or a multi-character key of the map (its replacement may be
+        aligned otherwise)."""
+        if _UNMODELLED.search(text) or self._rule.holds_multi_character_key(text):
+            return False
+        crlf = "\r\n" in text
+        spaced = (text.replace("\r\n", "\r") if crlf else text).translate(self._space_table)
+        core = spaced.strip(" ")
+        lead = len(spaced) - len(spaced.lstrip(" "))
+        runs = [match.span() for match in _SPACE_RUN.finditer(core)]
+        compacted = _SPACE_RUN.sub(" ", core) if runs else core
+        if "".join(self.token_array[ids]) != SPACE_SYMBOL + compacted.replace(" ", SPACE_SYMBOL):
+            return False
+        if not (runs or crlf):
+            starts += lead
+            ends += lead
+            return True
+        # the character of `spaced` behind each compacted one: all but the last space of each run
+        dropped = np.concatenate([np.arange(start, end - 1) for start, end in runs]) if runs else []
+        behind = np.delete(np.arange(lead, lead + len(core)), dropped)
+        if not crlf:
+            starts[:] = behind[starts]
+            ends[:] = behind[ends - 1] + 1
+            return True
+        # where each character of `spaced` is in the text
+        original = np.array([match.start() for match in _CHARACTER_OR_CRLF.finditer(text)])
+        starts[:] = original[behind[starts]]
+        ends[:] = original[behind[ends - 1]] + 1
+        return True
 
     def _bounds(
         self, units: Sequence[str], ids: np.ndarray, counts: np.ndarray
@@ -217,6 +268,12 @@ class NormalizationRule:
                     changed.add(bisect_right(unit_starts, position) - 1)
         return changed
 
+    def holds_multi_character_key(self, text: str) -> bool:
+        """Whether a multi-character key of the map starts somewhere in `text`."""
+        code_points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        seconds = np.flatnonzero(self._flags[code_points[1:]] & 2).tolist()
+        return any(text[second : second + 2] in self._key_starts for second in seconds)
+
 
 def _keys_of(charsmap: bytes) -> tuple[set[int], set[str]]:
     """The code points of the one-character keys replaced by something else, and the first two characters of
@@ -273,6 +330,9 @@ def _keys_of(charsmap: bytes) -> tuple[set[int], set[str]]:
     return replaced, key_starts
 
 
+_SPACE_RUN = re.compile(" {2,}")
+_CHARACTER_OR_CRLF = re.compile("\r\n|.", re.DOTALL)
+_UNMODELLED = re.compile("[\u2581\u200c\u200d]")
 _NOT_SPELLED = re.compile(r"<s>|<pad>|</s>|<unk>|<mask>|<0x[0-9A-Fa-f]{2}>")
 
 
