@@ -86,16 +86,10 @@ class PieceSpans:
         starts, ends, kept = self._bounds(units, ids, counts)
         doubtful = self._units_maybe_changed(units, ids, counts)
         if doubtful:
-            firsts = exclusive_sum(counts).tolist()
-            for index in doubtful:
-                if not counts[index]:
-                    continue
-                unit = slice(firsts[index], firsts[index] + counts[index])
-                kept[index] = kept[index] and self._spelled_char_for_char(units[index], ids[unit])
-                if not kept[index] and self._rule is not None:
-                    kept[index] = self._respanned_without_extra_whitespace(
-                        units[index], ids[unit], starts[unit], ends[unit]
-                    )
+            chosen = np.fromiter(doubtful, np.int64, len(doubtful))
+            chosen = chosen[counts[chosen] > 0]  # a unit without pieces has no span to move
+            if len(chosen):
+                kept[chosen] = self._respanned(units, chosen, ids, counts, starts, ends)
         return UnitPieces(ids, starts, ends, counts, kept)
 
     def word_numbers(self, pieces: UnitPieces) -> np.ndarray:
@@ -119,59 +113,74 @@ class PieceSpans:
         kept = spelled == (SPACE_SYMBOL + SPACE_SYMBOL.join(units)).replace(" ", SPACE_SYMBOL)
         return () if kept else range(len(units))
 
-    def _spelled_char_for_char(self, text: str, ids: np.ndarray) -> bool:
-        """One unit's exact check: its pieces spell "▁" + its characters each normalized on its own."""
-        spelled = "".join(self.token_array[ids])
-        if spelled[:1] != SPACE_SYMBOL:
-            return False
-        # Most text only needs " " -> "▁" (a C-speed check); the table handles e.g. fullwidth forms.
-        return spelled[1:] == text.replace(" ", SPACE_SYMBOL) or spelled[1:] == text.translate(self.table)
-
     @functools.cached_property
     def _space_table(self) -> dict[int, str]:
         """`table` with every character the normalizer makes a space (tabs, newlines, U+3000...) mapped to " "."""
         return {code: " " if value == SPACE_SYMBOL else value for code, value in self.table.items()}
 
-    def _respanned_without_extra_whitespace(
-        self, text: str, ids: np.ndarray, starts: np.ndarray, ends: np.ndarray
-    ) -> bool:
-        """Whether one unit's pieces spell "▁" + its characters each normalized on its own, once the normalizer's
-        whitespace rule is applied (spaces at either end removed, each run of spaces made one); if so, its spans
-        (`starts`, `ends`: views, made by `_bounds` as if nothing were removed) are moved onto the original text.
+    def _respanned(
+        self,
+        units: Sequence[str],
+        chosen: np.ndarray,
+        ids: np.ndarray,
+        counts: np.ndarray,
+        starts: np.ndarray,
+        ends: np.ndarray,
+    ) -> np.ndarray:
+        """Whether each chosen unit's pieces spell "▁" + its characters each normalized on its own, once the
+        normalizer's whitespace rule is applied (spaces at either end removed, each run of spaces made one). For
+        those units the spans (`starts`, `ends`, made by `_bounds` as if nothing were removed) are moved onto the
+        original text, in place. All chosen units at once: one numpy pass over their characters.
 
         `tokenizers` aligns each kept character with itself and a run's one space with the run's last character;
         removed ones get no piece. Its `Precompiled` step replaces a short grapheme whose first character is in
-        the map by that character's replacement alone: a CRLF becomes one space on the "\r" (modelled here), and
-        a zero-width (non-)joiner after a space vanishes there, while sentencepiece makes it one more space of
-        the run; texts holding one are left out. So are texts holding a typed "▁" (the pipeline does not strip
-        it at the start, sentencepiece does) or a multi-character key of the map (its replacement may be
-        aligned otherwise)."""
-        if _UNMODELLED.search(text) or self._rule.holds_multi_character_key(text):
-            return False
-        crlf = "\r\n" in text
-        spaced = (text.replace("\r\n", "\r") if crlf else text).translate(self._space_table)
-        core = spaced.strip(" ")
-        lead = len(spaced) - len(spaced.lstrip(" "))
-        runs = [match.span() for match in _SPACE_RUN.finditer(core)]
-        compacted = _SPACE_RUN.sub(" ", core) if runs else core
-        if "".join(self.token_array[ids]) != SPACE_SYMBOL + compacted.replace(" ", SPACE_SYMBOL):
-            return False
-        if not (runs or crlf):
-            starts += lead
-            ends += lead
-            return True
-        # the character of `spaced` behind each compacted one: all but the last space of each run
-        dropped = np.concatenate([np.arange(start, end - 1) for start, end in runs]) if runs else []
-        behind = np.delete(np.arange(lead, lead + len(core)), dropped)
-        if not crlf:
-            starts[:] = behind[starts]
-            ends[:] = behind[ends - 1] + 1
-            return True
-        # where each character of `spaced` is in the text
-        original = np.array([match.start() for match in _CHARACTER_OR_CRLF.finditer(text)])
-        starts[:] = original[behind[starts]]
-        ends[:] = original[behind[ends - 1]] + 1
-        return True
+        the map by that character's replacement alone: a CRLF becomes one space on the "\r" (its "\n" is dropped
+        here first), and a zero-width (non-)joiner after a space vanishes there, while sentencepiece makes it one
+        more space of the run: units that lose characters and hold one are refused. So are those holding a typed
+        "▁" (the pipeline does not strip it at the start, sentencepiece does) or a multi-character key of the map
+        (its replacement may be aligned otherwise). Without a known rule (other normalizer settings) nothing is
+        removed: character for character only."""
+        texts = [units[index] for index in chosen.tolist()]
+        text = "".join(texts)
+        lengths = np.fromiter(map(len, texts), np.int64, len(texts))
+        code = _code_points(text)
+        unit_of = np.repeat(np.arange(len(texts)), lengths)
+        whitespace_rule = self._rule is not None
+        refused = np.zeros(len(texts), bool)
+        # each character's normalization, and where it is in its unit
+        mapped = _code_points(text.translate(self._space_table if whitespace_rule else self.table))
+        position = np.arange(len(code)) - np.repeat(exclusive_sum(lengths), lengths)
+        if whitespace_rule:
+            refused[unit_of[np.isin(code, _UNMODELLED)]] = True
+            keys = self._rule.multi_character_key_starts(text, code)
+            refused[unit_of[keys[unit_of[keys] == unit_of[keys + 1]]]] = True  # not a pair across two units
+            line_feed = np.concatenate([[False], (code[1:] == 10) & (code[:-1] == 13) & (position[1:] > 0)])
+            position, mapped, unit_of = position[~line_feed], mapped[~line_feed], unit_of[~line_feed]
+            keep = ~_extra_spaces(mapped == 32, unit_of, len(texts))
+            position, mapped, unit_of = position[keep], mapped[keep], unit_of[keep]
+            mapped = np.where(mapped == 32, ord(SPACE_SYMBOL), mapped)
+        kept_count = np.bincount(unit_of, minlength=len(texts))
+        # what the pieces spell, against "▁" + the kept characters, unit by unit
+        piece_unit = np.repeat(np.arange(len(texts)), counts[chosen])
+        piece = np.repeat(exclusive_sum(counts)[chosen] - exclusive_sum(counts[chosen]), counts[chosen])
+        piece += np.arange(len(piece_unit))
+        piece_ids = ids[piece]
+        spelled_length = np.bincount(piece_unit, weights=self._length_array[piece_ids], minlength=len(texts))
+        right = (spelled_length == kept_count + 1) & ~(refused & (kept_count < lengths))
+        right &= np.bincount(piece_unit, weights=self._unspelled[piece_ids], minlength=len(texts)) == 0
+        spelled = _code_points("".join(self.token_array[piece_ids]))
+        expected = np.insert(mapped, exclusive_sum(kept_count), ord(SPACE_SYMBOL))
+        expected_unit = np.repeat(np.arange(len(texts)), kept_count + 1)
+        spelled_unit = np.repeat(np.arange(len(texts)), spelled_length.astype(np.int64))
+        compared = right[expected_unit]
+        wrong = expected[compared] != spelled[right[spelled_unit]]
+        right &= np.bincount(expected_unit[compared], weights=wrong, minlength=len(texts)) == 0
+        # the right units' spans: from the kept characters onto the unit's own
+        moved = piece[right[piece_unit]]
+        base = exclusive_sum(kept_count)[piece_unit[right[piece_unit]]]
+        starts[moved] = position[base + starts[moved]]
+        ends[moved] = position[base + ends[moved] - 1] + 1
+        return right
 
     def _bounds(
         self, units: Sequence[str], ids: np.ndarray, counts: np.ndarray
@@ -203,6 +212,23 @@ class PieceSpans:
             np.cumsum(unspelled, out=unspelled_before[1:])
             kept &= unspelled_before[firsts + counts] == unspelled_before[firsts]
         return starts, ends, kept
+
+
+def _code_points(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+
+def _extra_spaces(space: np.ndarray, unit_of: np.ndarray, units: int) -> np.ndarray:
+    """The spaces the normalizer removes, of characters laid out unit after unit (`unit_of` non-decreasing, every
+    unit non-empty): those before a unit's first other character or after its last, and all but the last of
+    each run."""
+    solid_up_to = np.cumsum(~space)  # characters other than spaces up to each one, all units together
+    per_unit = np.bincount(unit_of, minlength=units)
+    first, last = exclusive_sum(per_unit), np.cumsum(per_unit) - 1
+    leading = solid_up_to == (solid_up_to[first] - (~space[first]).astype(np.int64))[unit_of]
+    trailing = solid_up_to == solid_up_to[last][unit_of]
+    followed = np.concatenate([space[1:] & (unit_of[1:] == unit_of[:-1]), [False]])
+    return space & (leading | trailing | followed)
 
 
 def exclusive_sum(values: np.ndarray) -> np.ndarray:
@@ -268,11 +294,10 @@ class NormalizationRule:
                     changed.add(bisect_right(unit_starts, position) - 1)
         return changed
 
-    def holds_multi_character_key(self, text: str) -> bool:
-        """Whether a multi-character key of the map starts somewhere in `text`."""
-        code_points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-        seconds = np.flatnonzero(self._flags[code_points[1:]] & 2).tolist()
-        return any(text[second : second + 2] in self._key_starts for second in seconds)
+    def multi_character_key_starts(self, text: str, code_points: np.ndarray) -> np.ndarray:
+        """The positions in `text` (of code points `code_points`) where a multi-character key of the map starts."""
+        seconds = np.flatnonzero(self._flags[code_points[1:]] & 2)
+        return np.array([second for second in seconds.tolist() if text[second : second + 2] in self._key_starts], int)
 
 
 def _keys_of(charsmap: bytes) -> tuple[set[int], set[str]]:
@@ -330,9 +355,7 @@ def _keys_of(charsmap: bytes) -> tuple[set[int], set[str]]:
     return replaced, key_starts
 
 
-_SPACE_RUN = re.compile(" {2,}")
-_CHARACTER_OR_CRLF = re.compile("\r\n|.", re.DOTALL)
-_UNMODELLED = re.compile("[\u2581\u200c\u200d]")
+_UNMODELLED = [ord(SPACE_SYMBOL), 0x200C, 0x200D]  # see `PieceSpans._respanned`
 _NOT_SPELLED = re.compile(r"<s>|<pad>|</s>|<unk>|<mask>|<0x[0-9A-Fa-f]{2}>")
 
 
