@@ -151,7 +151,7 @@ class PieceSpans:
         mapped = _code_points(text.translate(self._space_table if whitespace_rule else self.table))
         position = np.arange(len(code)) - np.repeat(exclusive_sum(lengths), lengths)
         if whitespace_rule:
-            refused[unit_of[np.isin(code, _UNMODELLED)]] = True
+            refused[unit_of[(code == ord(SPACE_SYMBOL)) | (code == 0x200C) | (code == 0x200D)]] = True
             keys = self._rule.multi_character_key_starts(text, code)
             refused[unit_of[keys[unit_of[keys] == unit_of[keys + 1]]]] = True  # not a pair across two units
             line_feed = np.concatenate([[False], (code[1:] == 10) & (code[:-1] == 13) & (position[1:] > 0)])
@@ -355,7 +355,6 @@ def _keys_of(charsmap: bytes) -> tuple[set[int], set[str]]:
     return replaced, key_starts
 
 
-_UNMODELLED = [ord(SPACE_SYMBOL), 0x200C, 0x200D]  # see `PieceSpans._respanned`
 _NOT_SPELLED = re.compile(r"<s>|<pad>|</s>|<unk>|<mask>|<0x[0-9A-Fa-f]{2}>")
 
 
