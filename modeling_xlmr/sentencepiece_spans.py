@@ -13,12 +13,14 @@ Whether a text is such a text is decided exactly, in two ways:
   table's multi-character entries needs in second place (so none of them can match), no character the table maps
   to something else, single spaces only and none at either end, and no piece that does not spell its own text
   (unknown or byte pieces). One flag per character for a whole batch at once; most text passes.
-* otherwise by spelling: sentencepiece's pieces spell its normalized text, which must equal "▁" + the text with
-  every character replaced by its own one-character normalization (a table built once from sentencepiece's
-  normalizer, per character in context "a?a"; this admits e.g. fullwidth forms).
+* otherwise by spelling (`PieceSpans._respanned`, all such texts of a batch at once): sentencepiece's pieces spell
+  its normalized text, which must equal "▁" + the text with every character replaced by its own one-character
+  normalization (a table built once from sentencepiece's normalizer, per character in context "a?a"; this admits
+  e.g. fullwidth forms and tabs) and the normalizer's whitespace rule applied: spaces at either end removed and
+  each run made one space, aligned as `tokenizers` aligns them (so indented lines and runs of spaces qualify).
 
-Texts that fail both (runs of spaces, characters that expand, vanish or merge, leading or trailing whitespace,
-unknown pieces) are left to the `tokenizers` pipeline; those are a small minority of real text.
+Texts that fail both (characters that expand, vanish or merge, unknown pieces, the few whitespace cases the
+pipeline aligns otherwise) are left to the `tokenizers` pipeline; those are a small minority of real text.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ class UnitPieces:
 
 
 class PieceSpans:
-    """Spans, word starts and token strings of fairseq ids, for texts whose normalization is character for character.
+    """Spans, word starts and token strings of fairseq ids, for texts normalized character for character (spaces at
+    either end or in runs aside).
 
     `vocab` is the fairseq vocabulary (token -> id) the ids come from; `normalizer` a `SentencePieceNormalizer` of
     the same model (used once, to build the character table). Per-id tables are numpy arrays, which Python's

@@ -1,10 +1,11 @@
 """Offsets, word ids and `is_split_into_words` rows built from sentencepiece's pieces equal the `tokenizers` pipeline's.
 
 XLMRTokenizerFast answers `return_offsets_mapping`, `word_ids()`, `tokens()` and pre-split words from
-sentencepiece's own pieces wherever its normalization maps the text character for character, and asks the
-`tokenizers` pipeline only for the other texts. The reference is the same call on the pipeline alone
-(`verify_with_sentencepiece=False`), on every text where the two agree on the ids; where they disagree, each
-piece's span must hold the text the piece came from (checked with sentencepiece's own normalizer).
+sentencepiece's own pieces wherever its normalization maps the text character for character (but for spaces
+removed at either end or merged in runs), and asks the `tokenizers` pipeline only for the other texts. The
+reference is the same call on the pipeline alone (`verify_with_sentencepiece=False`), on every text where the two
+agree on the ids; where they disagree, each piece's span must be the smallest that holds the text the piece came
+from (checked with sentencepiece's own normalizer on the model's character map).
 """
 
 import shutil
