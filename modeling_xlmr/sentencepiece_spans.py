@@ -130,38 +130,12 @@ class PieceSpans:
         starts: np.ndarray,
         ends: np.ndarray,
     ) -> np.ndarray:
-        """Whether each chosen unit's pieces spell "▁" + its characters each normalized on its own, once the
-        normalizer's whitespace rule is applied (spaces at either end removed, each run of spaces made one). For
-        those units the spans (`starts`, `ends`, made by `_bounds` as if nothing were removed) are moved onto the
-        original text, in place. All chosen units at once: one numpy pass over their characters.
-
-        `tokenizers` aligns each kept character with itself and a run's one space with the run's last character;
-        removed ones get no piece. Its `Precompiled` step replaces a short grapheme whose first character is in
-        the map by that character's replacement alone: a CRLF becomes one space on the "\r" (its "\n" is dropped
-        here first), and a zero-width (non-)joiner after a space vanishes there, while sentencepiece makes it one
-        more space of the run: units that lose characters and hold one are refused. So are those holding a typed
-        "▁" (the pipeline does not strip it at the start, sentencepiece does) or a multi-character key of the map
-        (its replacement may be aligned otherwise). Without a known rule (other normalizer settings) nothing is
-        removed: character for character only."""
+        """Whether each chosen unit's pieces spell "▁" + its kept characters, each normalized on its own
+        (`_kept_characters`). For those units the spans (`starts`, `ends`, made by `_bounds` as if nothing were
+        removed) are moved onto the original text, in place. All chosen units at once, in numpy."""
         texts = [units[index] for index in chosen.tolist()]
-        text = "".join(texts)
         lengths = np.fromiter(map(len, texts), np.int64, len(texts))
-        code = _code_points(text)
-        unit_of = np.repeat(np.arange(len(texts)), lengths)
-        whitespace_rule = self._rule is not None
-        refused = np.zeros(len(texts), bool)
-        # each character's normalization, and where it is in its unit
-        mapped = _code_points(text.translate(self._space_table if whitespace_rule else self.table))
-        position = np.arange(len(code)) - np.repeat(exclusive_sum(lengths), lengths)
-        if whitespace_rule:
-            refused[unit_of[(code == ord(SPACE_SYMBOL)) | (code == 0x200C) | (code == 0x200D)]] = True
-            keys = self._rule.multi_character_key_starts(text, code)
-            refused[unit_of[keys[unit_of[keys] == unit_of[keys + 1]]]] = True  # not a pair across two units
-            line_feed = np.concatenate([[False], (code[1:] == 10) & (code[:-1] == 13) & (position[1:] > 0)])
-            position, mapped, unit_of = position[~line_feed], mapped[~line_feed], unit_of[~line_feed]
-            keep = ~_extra_spaces(mapped == 32, unit_of, len(texts))
-            position, mapped, unit_of = position[keep], mapped[keep], unit_of[keep]
-            mapped = np.where(mapped == 32, ord(SPACE_SYMBOL), mapped)
+        position, mapped, unit_of, refused = self._kept_characters("".join(texts), lengths)
         kept_count = np.bincount(unit_of, minlength=len(texts))
         # what the pieces spell, against "▁" + the kept characters, unit by unit
         piece_unit = np.repeat(np.arange(len(texts)), counts[chosen])
@@ -184,6 +158,36 @@ class PieceSpans:
         starts[moved] = position[base + starts[moved]]
         ends[moved] = position[base + ends[moved] - 1] + 1
         return right
+
+    def _kept_characters(self, text: str, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The characters of units laid end to end in `text` (`lengths` each) that the normalizer keeps: where each
+        is in its unit, its one-character normalization (code point), and its unit; and per unit whether it may
+        not lose characters.
+
+        Each character is normalized on its own (the table), then the whitespace rule applies: spaces at either
+        end removed, each run of spaces made one, which `tokenizers` aligns with the run's last character. Its
+        `Precompiled` step replaces a short grapheme whose first character is in the map by that character's
+        replacement alone: a CRLF becomes one space on the "\r" (its "\n" is dropped here first), and a
+        zero-width (non-)joiner after a space vanishes there, while sentencepiece makes it one more space of the
+        run. So a unit that loses characters is refused when it holds a zero-width (non-)joiner, a typed "▁" (the
+        pipeline does not strip it at the start, sentencepiece does) or a multi-character key of the map (its
+        replacement may be aligned otherwise). Without a known rule (other normalizer settings) nothing is
+        removed: character for character only."""
+        code = _code_points(text)
+        unit_of = np.repeat(np.arange(len(lengths)), lengths)
+        position = np.arange(len(code)) - np.repeat(exclusive_sum(lengths), lengths)
+        refused = np.zeros(len(lengths), bool)
+        if self._rule is None:
+            return position, _code_points(text.translate(self.table)), unit_of, refused
+        mapped = _code_points(text.translate(self._space_table))
+        refused[unit_of[(code == ord(SPACE_SYMBOL)) | (code == 0x200C) | (code == 0x200D)]] = True
+        keys = self._rule.multi_character_key_starts(text, code)
+        refused[unit_of[keys[unit_of[keys] == unit_of[keys + 1]]]] = True  # not a pair across two units
+        line_feed = np.concatenate([[False], (code[1:] == 10) & (code[:-1] == 13) & (position[1:] > 0)])
+        position, mapped, unit_of = position[~line_feed], mapped[~line_feed], unit_of[~line_feed]
+        keep = ~_extra_spaces(mapped == 32, unit_of, len(lengths))
+        position, mapped, unit_of = position[keep], mapped[keep], unit_of[keep]
+        return position, np.where(mapped == 32, ord(SPACE_SYMBOL), mapped), unit_of, refused
 
     def _bounds(
         self, units: Sequence[str], ids: np.ndarray, counts: np.ndarray
