@@ -42,7 +42,7 @@ def differences(ours, reference, rows: int, agreeing: list[int] | None = None) -
     return different
 
 
-def spans_spell_their_pieces(encoded, texts, normalizer, row: int) -> bool:
+def spans_tightly_cover_their_pieces(encoded, texts, normalizer, row: int) -> bool:
     """Each piece's span is the smallest run of characters whose normalization holds the piece (without "▁"): the
     spans are right for sentencepiece's pieces. Mostly the normalized span is the piece itself; a character that
     expands ("ﬁ" -> "fi") and is cut between two pieces belongs to both. A lone dummy "▁" is the exception: it
@@ -87,7 +87,7 @@ def test_corpus_rows_equal_the_pipeline_and_mostly_skip_it(
         for row in range(len(batch)):
             if ours["input_ids"][row] != reference["input_ids"][row]:
                 disagreements += 1
-                assert spans_spell_their_pieces(ours, batch, model_normalizer, row), batch[row]
+                assert spans_tightly_cover_their_pieces(ours, batch, model_normalizer, row), batch[row]
     assert native >= 0.95 * len(texts)  # the fast path is the common one
     assert disagreements < 0.01 * len(texts)
 
@@ -147,7 +147,7 @@ def test_random_rows_equal_the_pipeline(real_tokenizer, pipeline_only, model_nor
     assert differences(ours, reference, rows, agreeing) == []
     if len(inputs) == 1 and not options["truncation"] and options["add_special_tokens"]:
         for row in set(range(rows)) - set(agreeing):
-            assert spans_spell_their_pieces(ours, inputs[0], model_normalizer, row)
+            assert spans_tightly_cover_their_pieces(ours, inputs[0], model_normalizer, row)
 
 
 def test_extra_whitespace_is_spanned_without_the_pipeline(real_tokenizer, pipeline_only, tokenizer_corpus):
