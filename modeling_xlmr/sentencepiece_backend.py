@@ -397,8 +397,7 @@ def _joined_words(items: list[tuple], word_ids: list[list[int]], word_counts: np
     ends = np.zeros(len(word_ids) + 1, np.int64)
     np.cumsum(word_counts, out=ends[1:])
     bounds = ends[np.cumsum(words_per_text)].tolist()
-    texts = iter([all_ids[start:end] for start, end in zip([0, *bounds], bounds)])
-    return [[next(texts)] if len(item) == 1 else list(islice(texts, len(item))) for item in items]
+    return _grouped_like(items, [all_ids[start:end] for start, end in zip([0, *bounds], bounds)])
 
 
 def _is_word_pair(item) -> bool:

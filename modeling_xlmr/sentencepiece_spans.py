@@ -290,15 +290,14 @@ class NormalizationRule:
                 for index, unit in enumerate(units)
                 if not unit or unit[0] == " " or unit[-1] == " " or "  " in unit
             )
-        code_points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-        flags = self._flags[code_points]
-        positions = np.flatnonzero(flags).tolist()
+        code_points = _code_points(text)
+        # a replaced character, or the second character of a key (a pair across units, " " + a second character,
+        # only ever counts against the unit: conservative)
+        replaced = np.flatnonzero(self._flags[code_points] & 1)
+        positions = replaced.tolist() + (self.multi_character_key_starts(text, code_points) + 1).tolist()
         if positions:
             unit_starts = list(accumulate((len(unit) + 1 for unit in units[:-1]), initial=0))
-            for position in positions:
-                # a pair across units (" " + a second character) only ever counts against the unit: conservative
-                if flags[position] & 1 or text[position - 1 : position + 1] in self._key_starts:
-                    changed.add(bisect_right(unit_starts, position) - 1)
+            changed.update(bisect_right(unit_starts, position) - 1 for position in positions)
         return changed
 
     def multi_character_key_starts(self, text: str, code_points: np.ndarray) -> np.ndarray:
