@@ -193,6 +193,29 @@ def test_long_texts_and_words_equal_the_pipeline(real_tokenizer, pipeline_only, 
         assert any(start >= 512 for row in ours["offset_mapping"] for start, _ in row)
 
 
+def test_repeated_words_are_each_their_own(real_tokenizer, pipeline_only, real_spm_model):
+    # Each distinct word of a batch is encoded once: words repeated within a row, across rows, beside added tokens
+    # and in both texts of a pair still get their own ids (sentencepiece's, word by word), spans and word ids.
+    processor = sentencepiece.SentencePieceProcessor(model_file=real_spm_model)
+    words = [
+        ["the", "cat", "the", "cat", "sat"],
+        ["the", "<mask>", "the", "x<mask>y", "<mask>"],
+        ["Straße", "", "Straße", "東京", "東京"],
+        ["cat", "the", "the"],
+    ]
+    options = {"is_split_into_words": True, "return_offsets_mapping": True, "padding": True}
+    for inputs in (words, list(zip(words, reversed(words)))):
+        ours, reference = real_tokenizer(inputs, **options), pipeline_only(inputs, **options)
+        assert differences(ours, reference, len(inputs)) == []
+        assert ours["input_ids"] == reference["input_ids"]
+    plain = real_tokenizer(words[:1] + words[3:], is_split_into_words=True, add_special_tokens=False)
+    for row, row_words in zip(plain["input_ids"], words[:1] + words[3:]):
+        expected = [piece for word in row_words for piece in processor.encode(word, out_type=str)]
+        assert real_tokenizer.convert_ids_to_tokens(row) == expected
+    plain["input_ids"][0].append(-1)  # rows share no list: changing one changes no other
+    assert -1 not in plain["input_ids"][1]
+
+
 # Texts that the normalization rule judges: the characters its map treats specially (combining marks, Bengali
 # vowel signs that merge with the sign before them, halfwidth voiced marks, fullwidth forms, joiners, controls,
 # enclosed letters from the astral planes) among ordinary ones and spaces.
