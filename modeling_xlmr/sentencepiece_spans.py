@@ -117,9 +117,23 @@ class PieceSpans:
         return () if kept else range(len(units))
 
     @functools.cached_property
-    def _space_table(self) -> dict[int, str]:
-        """`table` with every character the normalizer makes a space (tabs, newlines, U+3000...) mapped to " "."""
-        return {code: " " if value == SPACE_SYMBOL else value for code, value in self.table.items()}
+    def _space_codes(self) -> np.ndarray:
+        """`table` as an array over the BMP (it maps no other character), code point to code point, with every
+        character the normalizer makes a space (tabs, newlines, U+3000...) mapped to " "."""
+        codes = np.arange(0x10000, dtype=np.uint32)
+        codes[list(self.table)] = [32 if value == SPACE_SYMBOL else ord(value) for value in self.table.values()]
+        return codes  # a typed "▁" is not in the table: it stays itself
+
+    @functools.cached_property
+    def _token_codes(self) -> tuple[np.ndarray, np.ndarray]:
+        """The code points of every token string laid end to end, and where each token begins."""
+        return _code_points("".join(self.token_array.tolist())), exclusive_sum(self._length_array)
+
+    def _spelled(self, piece_ids: np.ndarray) -> np.ndarray:
+        """The code points the pieces spell, one after the other."""
+        codes, token_starts = self._token_codes
+        lengths = self._length_array[piece_ids]
+        return codes[np.repeat(token_starts[piece_ids] - exclusive_sum(lengths), lengths) + np.arange(lengths.sum())]
 
     def _respanned(
         self,
@@ -145,8 +159,9 @@ class PieceSpans:
         spelled_length = np.bincount(piece_unit, weights=self._length_array[piece_ids], minlength=len(texts))
         right = (spelled_length == kept_count + 1) & ~(refused & (kept_count < lengths))
         right &= np.bincount(piece_unit, weights=self._unspelled[piece_ids], minlength=len(texts)) == 0
-        spelled = _code_points("".join(self.token_array[piece_ids]))
-        expected = np.insert(mapped, exclusive_sum(kept_count), ord(SPACE_SYMBOL))
+        spelled = self._spelled(piece_ids)
+        expected = np.full(len(mapped) + len(texts), ord(SPACE_SYMBOL), np.uint32)
+        expected[np.arange(len(mapped)) + unit_of + 1] = mapped  # each kept character after its unit's "▁"
         expected_unit = np.repeat(np.arange(len(texts)), kept_count + 1)
         spelled_unit = np.repeat(np.arange(len(texts)), spelled_length.astype(np.int64))
         compared = right[expected_unit]
@@ -179,7 +194,7 @@ class PieceSpans:
         refused = np.zeros(len(lengths), bool)
         if self._rule is None:
             return position, _code_points(text.translate(self.table)), unit_of, refused
-        mapped = _code_points(text.translate(self._space_table))
+        mapped = np.where(code < 0x10000, self._space_codes[code & 0xFFFF], code)
         refused[unit_of[(code == ord(SPACE_SYMBOL)) | (code == 0x200C) | (code == 0x200D)]] = True
         keys = self._rule.multi_character_key_starts(text, code)
         refused[unit_of[keys[unit_of[keys] == unit_of[keys + 1]]]] = True  # not a pair across two units
@@ -232,10 +247,15 @@ def _extra_spaces(space: np.ndarray, unit_of: np.ndarray, units: int) -> np.ndar
     solid_up_to = np.cumsum(~space)  # characters other than spaces up to each one, all units together
     per_unit = np.bincount(unit_of, minlength=units)
     first, last = exclusive_sum(per_unit), np.cumsum(per_unit) - 1
-    leading = solid_up_to == (solid_up_to[first] - (~space[first]).astype(np.int64))[unit_of]
-    trailing = solid_up_to == solid_up_to[last][unit_of]
-    followed = np.concatenate([space[1:] & (unit_of[1:] == unit_of[:-1]), [False]])
-    return space & (leading | trailing | followed)
+    spaces = np.flatnonzero(space)  # only these are looked at (a small share of most text)
+    unit, solid = unit_of[spaces], solid_up_to[spaces]
+    leading = solid == (solid_up_to[first] - (~space[first]).astype(np.int64))[unit]
+    trailing = solid == solid_up_to[last][unit]
+    after = np.minimum(spaces + 1, len(space) - 1)
+    followed = space[after] & (unit_of[after] == unit) & (spaces + 1 < len(space))
+    extra = np.zeros(len(space), bool)
+    extra[spaces[leading | trailing | followed]] = True
+    return extra
 
 
 def exclusive_sum(values: np.ndarray) -> np.ndarray:
