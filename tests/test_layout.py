@@ -176,3 +176,15 @@ def test_the_module_entry_point_runs(command):
     result = run_cli(command)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: xlmr")
+
+
+def test_the_command_line_parser_loads_no_model_code():
+    # `xlmr --help`, `xlmr push` and every argument error pay only for the parser (was ~8 s, transformers and the
+    # model included); a sub-command loads those when it runs.
+    code = (
+        "import sys; from modeling_xlmr.cli import build_parser; build_parser(); "
+        "print([name for name in ('transformers', 'modeling_xlmr.modeling_xlmr') if name in sys.modules])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

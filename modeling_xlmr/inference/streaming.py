@@ -17,20 +17,24 @@ import json
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
-from torch import nn
 from tqdm.auto import tqdm
 
 from . import batching
-from .engine import InferenceEngine
 from .records import RecordsError
 from .shards import ShardedOutput, classification_columns, embedding_columns, id_column
 from .sources import InputPlan, Row, TextInput
 
+if TYPE_CHECKING:  # annotations only: the engine pulls in transformers, which the `xlmr` parser need not load
+    from torch import nn
+
+    from .engine import InferenceEngine
+
 DEFAULT_SHARD_SIZE = 100_000
 DEFAULT_BLOCK_ROWS = 2048
-BLOCK_CHARS = 4_000_000
-LABELS_KEY = "labels"  # schema metadata of classify shards: the order of `probabilities`  # a block also ends at this many characters: long documents stay bounded too
+BLOCK_CHARS = 4_000_000  # a block also ends at this many characters: long documents stay bounded too
+LABELS_KEY = "labels"  # schema metadata of classify shards: the order of `probabilities`
 
 
 class Embedder:
