@@ -253,18 +253,19 @@ class SentencePieceBackend:
         the list when no text holds an added token. Pre-split words go through `SentencePieceReference.word_ids`
         (equal words may then share one list of ids: callers only read them)."""
         pattern, token_ids, quick_test = self._added_tokens_pattern()
+        encode = self._reference.word_ids if pretokenized else self._reference.ids
         # one search over all texts first: a token in any text is found in them joined (the reverse may not hold)
         if quick_test is None or not quick_test.search("\0".join(texts)):
-            return (self._reference.word_ids if pretokenized else self._reference.ids)(texts), None
+            return encode(texts), None
         segments = [
             _split_added_tokens(text, pattern, token_ids) if quick_test.search(text) else None for text in texts
         ]
         if not any(segments):
-            return self._reference.ids(texts), None
+            return encode(texts), None
         plain = []
         for text, parts in zip(texts, segments):
             plain += [text] if parts is None else [text[start:end] for start, end, added in parts if added is None]
-        plain_ids = iter(self._reference.ids(plain))
+        plain_ids = iter(encode(plain))
         expected = []
         for parts in segments:
             if parts is None:
