@@ -74,7 +74,7 @@ class PieceSpans:
 
     @functools.cached_property
     def table(self) -> dict[int, str]:
-        """`str.translate` table: each BMP character whose normalization in context is one other character."""
+        """Each BMP character whose normalization in context is one other character (read through `_space_codes`)."""
         characters = [chr(code) for code in range(0x10000) if code not in _SURROGATES]
         normalized = self._normalizer.normalize([f"a{character}a" for character in characters])
         table = {ord(" "): SPACE_SYMBOL}
@@ -192,9 +192,9 @@ class PieceSpans:
         unit_of = np.repeat(np.arange(len(lengths)), lengths)
         position = np.arange(len(code)) - np.repeat(exclusive_sum(lengths), lengths)
         refused = np.zeros(len(lengths), bool)
-        if self._rule is None:
-            return position, _code_points(text.translate(self.table)), unit_of, refused
         mapped = np.where(code < 0x10000, self._space_codes[code & 0xFFFF], code)
+        if self._rule is None:
+            return position, np.where(mapped == 32, ord(SPACE_SYMBOL), mapped), unit_of, refused
         refused[unit_of[(code == ord(SPACE_SYMBOL)) | (code == 0x200C) | (code == 0x200D)]] = True
         keys = self._rule.multi_character_key_starts(text, code)
         refused[unit_of[keys[unit_of[keys] == unit_of[keys + 1]]]] = True  # not a pair across two units
