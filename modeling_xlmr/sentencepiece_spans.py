@@ -7,19 +7,22 @@ prefix, and a piece covering normalized characters `s .. e-1` spans original cha
 (the dummy "▁" shares the first character's span, as `tokenizers`' `Prepend` aligns it). So for such a text the
 spans follow from the lengths of sentencepiece's pieces alone.
 
-Whether a text is such a text is decided exactly, in two ways:
+Whether a text is such a text (or one that only loses spaces) is decided exactly, in three ways:
 
 * by its characters (`NormalizationRule`), read from the normalizer's own table: no character that any of the
   table's multi-character entries needs in second place (so none of them can match), no character the table maps
   to something else, single spaces only and none at either end, and no piece that does not spell its own text
   (unknown or byte pieces). One flag per character for a whole batch at once; most text passes.
+* texts that pass but for spaces at either end or in runs (indented lines, two spaces between sentences): the
+  normalizer removes those spaces and changes nothing else, so the spans over the characters it keeps are moved
+  onto the text's own (`_kept_spaces`), with nothing to spell out.
 * otherwise by spelling (`PieceSpans._respanned`, all such texts of a batch at once): sentencepiece's pieces spell
   its normalized text, which must equal "▁" + the text with every character replaced by its own one-character
   normalization (a table built once from sentencepiece's normalizer, per character in context "a?a"; this admits
   e.g. fullwidth forms and tabs) and the normalizer's whitespace rule applied: spaces at either end removed and
-  each run made one space, aligned as `tokenizers` aligns them (so indented lines and runs of spaces qualify).
+  each run made one space, aligned as `tokenizers` aligns them (so tabs, CRLFs and U+3000 in runs qualify).
 
-Texts that fail both (characters that expand, vanish or merge, unknown pieces, the few whitespace cases the
+Texts that fail all three (characters that expand, vanish or merge, unknown pieces, the few whitespace cases the
 pipeline aligns otherwise) are left to the `tokenizers` pipeline; those are a small minority of real text.
 """
 
@@ -86,8 +89,15 @@ class PieceSpans:
     def pieces_of(self, units: Sequence[str], ids: np.ndarray, counts: np.ndarray) -> UnitPieces:
         """The spans of every piece of every unit (texts, or words each encoded on its own), in one pass: `ids` are
         the fairseq ids of all the units' pieces, flat, unit `u` having `counts[u]` of them."""
-        starts, ends, kept = self._bounds(units, ids, counts)
-        doubtful = self._units_maybe_changed(units, ids, counts)
+        doubtful, spaced = self._units_maybe_changed(units, ids, counts)
+        lengths = np.fromiter(map(len, units), np.int64, len(units))
+        spaced = np.fromiter(spaced, np.int64, len(spaced))
+        if len(spaced):  # spans over the characters the normalizer keeps, then moved onto the unit's own
+            position, kept_count = self._kept_spaces(units, spaced)
+            lengths[spaced] = kept_count
+        starts, ends, kept = self._bounds(lengths, ids, counts)
+        if len(spaced):
+            _moved_onto(spaced, kept[spaced], position, kept_count, counts, starts, ends)
         if doubtful:
             chosen = np.fromiter(doubtful, np.int64, len(doubtful))
             chosen = chosen[counts[chosen] > 0]  # a unit without pieces has no span to move
@@ -106,15 +116,21 @@ class PieceSpans:
         unit_base[nonempty] = before[firsts[nonempty]]
         return before + starting - np.repeat(unit_base, pieces.counts) - 1
 
-    def _units_maybe_changed(self, units: Sequence[str], ids: np.ndarray, counts: np.ndarray) -> Collection[int]:
+    def _units_maybe_changed(
+        self, units: Sequence[str], ids: np.ndarray, counts: np.ndarray
+    ) -> tuple[Collection[int], Collection[int]]:
         """The units not known to normalize to "▁" + themselves with " " -> "▁" (the pieces, which spell the
         normalized text, are then checked by `_bounds`): by their characters where the rule is known, else by one
-        string comparison of what all the pieces spell (every unit when it fails)."""
-        if self._rule is not None:
-            return self._rule.changed(units)
-        spelled = "".join(self.token_array[ids])
-        kept = spelled == (SPACE_SYMBOL + SPACE_SYMBOL.join(units)).replace(" ", SPACE_SYMBOL)
-        return () if kept else range(len(units))
+        string comparison of what all the pieces spell (every unit when it fails).
+
+        Apart, where the rule is known: the units it keeps but for the spaces it removes (an indented line, a run
+        of spaces between sentences), whose spans `_kept_spaces` finds without spelling them out."""
+        if self._rule is None:
+            spelled = "".join(self.token_array[ids])
+            kept = spelled == (SPACE_SYMBOL + SPACE_SYMBOL.join(units)).replace(" ", SPACE_SYMBOL)
+            return () if kept else range(len(units)), ()
+        spaced, changed = self._rule.changes(units)
+        return changed, [index for index in spaced - changed if units[index]]  # "" has no span to move
 
     @functools.cached_property
     def _space_codes(self) -> np.ndarray:
@@ -167,12 +183,20 @@ class PieceSpans:
         compared = right[expected_unit]
         wrong = expected[compared] != spelled[right[spelled_unit]]
         right &= np.bincount(expected_unit[compared], weights=wrong, minlength=len(texts)) == 0
-        # the right units' spans: from the kept characters onto the unit's own
-        moved = piece[right[piece_unit]]
-        base = exclusive_sum(kept_count)[piece_unit[right[piece_unit]]]
-        starts[moved] = position[base + starts[moved]]
-        ends[moved] = position[base + ends[moved] - 1] + 1
+        _moved_onto(chosen, right, position, kept_count, counts, starts, ends)
         return right
+
+    def _kept_spaces(self, units: Sequence[str], chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For chosen units that the normalizer changes only by removing spaces (at either end, and all but the
+        last of each run, with which `tokenizers` aligns the run's one space): where each character it keeps is in
+        its unit, unit after unit, and how many each unit keeps."""
+        texts = [units[index] for index in chosen.tolist()]
+        lengths = np.fromiter(map(len, texts), np.int64, len(texts))
+        code = _code_points("".join(texts))
+        unit_of = np.repeat(np.arange(len(texts)), lengths)
+        keep = ~_extra_spaces(code == 32, unit_of, len(texts))
+        position = np.arange(len(code)) - np.repeat(exclusive_sum(lengths), lengths)
+        return position[keep], np.bincount(unit_of[keep], minlength=len(texts))
 
     def _kept_characters(self, text: str, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The characters of units laid end to end in `text` (`lengths` each) that the normalizer keeps: where each
@@ -205,29 +229,29 @@ class PieceSpans:
         return position, np.where(mapped == 32, ord(SPACE_SYMBOL), mapped), unit_of, refused
 
     def _bounds(
-        self, units: Sequence[str], ids: np.ndarray, counts: np.ndarray
+        self, lengths: np.ndarray, ids: np.ndarray, counts: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Flat start and end arrays of every piece, each relative to its unit, as if each unit were normalized
-        character for character; and whether each unit's pieces all spell their own text and end exactly at its
-        end (units without pieces: True).
+        """Flat start and end arrays of every piece, each relative to its unit, as if each unit (of `lengths`
+        characters) were normalized character for character; and whether each unit's pieces all spell their own
+        text and end exactly at its end (units without pieces: True).
 
         A piece covering normalized characters s .. e-1 spans original characters s-1 .. e-1: running sums of the
         piece lengths, less the unit's own start and its dummy "▁", which shares the first character's span. Made
         in numpy, so the per-token Python work is only the tuples transformers hands out."""
-        lengths = self._length_array[ids]
+        piece_lengths = self._length_array[ids]
         before = np.zeros(len(ids) + 1, np.int64)  # normalized characters before each piece, and in all
-        np.cumsum(lengths, out=before[1:])
+        np.cumsum(piece_lengths, out=before[1:])
         firsts = exclusive_sum(counts)  # each unit's first piece (for a unit without pieces: the next unit's)
         unit_starts = before[firsts] + 1  # normalized characters before each unit, plus its dummy "▁"
         ends = before[1:] - np.repeat(unit_starts, counts)
-        starts = ends - lengths
+        starts = ends - piece_lengths
         unit_ends = before[firsts + counts] - unit_starts  # where each unit's last piece ends
         first_pieces = firsts if counts.all() else firsts[counts > 0]
         starts[first_pieces] = 0
         ends[first_pieces] = np.maximum(ends[first_pieces], 1)
         single = counts == 1  # its one piece is also its first: the end moved just above applies
         unit_ends[single] = np.maximum(unit_ends[single], 1)
-        kept = (unit_ends == np.fromiter(map(len, units), np.int64, len(units))) | (counts == 0)
+        kept = (unit_ends == lengths) | (counts == 0)
         unspelled = self._unspelled[ids]
         if unspelled.any():
             unspelled_before = np.zeros(len(ids) + 1, np.int64)
@@ -238,6 +262,27 @@ class PieceSpans:
 
 def _code_points(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+
+def _moved_onto(
+    chosen: np.ndarray,
+    moving: np.ndarray,
+    position: np.ndarray,
+    kept_count: np.ndarray,
+    counts: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+) -> None:
+    """Moves the spans of the pieces of the chosen units where `moving` holds, made by `_bounds` over the
+    characters each unit keeps (`kept_count`, and where each is in its unit: `position`, unit after unit), onto the
+    unit's own characters, in place. A piece ends after the last character it covers."""
+    piece_unit = np.repeat(np.arange(len(chosen)), counts[chosen])
+    piece = np.repeat(exclusive_sum(counts)[chosen] - exclusive_sum(counts[chosen]), counts[chosen])
+    piece += np.arange(len(piece_unit))
+    moved = moving[piece_unit]
+    piece, base = piece[moved], exclusive_sum(kept_count)[piece_unit[moved]]
+    starts[piece] = position[base + starts[piece]]
+    ends[piece] = position[base + ends[piece] - 1] + 1
 
 
 def _extra_spaces(space: np.ndarray, unit_of: np.ndarray, units: int) -> np.ndarray:
@@ -298,14 +343,20 @@ class NormalizationRule:
         return cls(normalizer_spec.precompiled_charsmap)
 
     def changed(self, units: Sequence[str]) -> set[int]:
-        """The indices of the units (texts, or words) the normalizer may change; it keeps all the others as they are.
+        """The indices of the units (texts, or words) the normalizer may change; it keeps all the others as they are."""
+        spaced, changed = self.changes(units)
+        return spaced | changed
+
+    def changes(self, units: Sequence[str]) -> tuple[set[int], set[int]]:
+        """The units the normalizer may change (by index), in two sets that may overlap: those with spaces it
+        removes (at either end, in runs) or empty, and those with characters it may replace or merge.
 
         All units are looked at in one pass: one flag per character of the units joined by " ", in numpy (a regular
         expression over these character classes is ~50x slower), and each flagged position mapped to its unit."""
         text = " ".join(units)
-        changed = set()
+        spaced, changed = set(), set()
         if not all(units) or text[:1] == " " or text[-1:] == " " or "  " in text:  # "" normalizes to "", no "▁"
-            changed.update(
+            spaced.update(
                 index
                 for index, unit in enumerate(units)
                 if not unit or unit[0] == " " or unit[-1] == " " or "  " in unit
@@ -318,7 +369,7 @@ class NormalizationRule:
         if positions:
             unit_starts = list(accumulate((len(unit) + 1 for unit in units[:-1]), initial=0))
             changed.update(bisect_right(unit_starts, position) - 1 for position in positions)
-        return changed
+        return spaced, changed
 
     def multi_character_key_starts(self, text: str, code_points: np.ndarray) -> np.ndarray:
         """The positions in `text` (of code points `code_points`) where a multi-character key of the map starts."""

@@ -173,6 +173,26 @@ def test_extra_whitespace_is_spanned_without_the_pipeline(real_tokenizer, pipeli
     assert len(native) >= 0.95 * len(agreeing)
 
 
+def test_texts_that_only_lose_spaces_equal_the_pipeline(real_tokenizer, pipeline_only, tokenizer_corpus):
+    # Indented lines, trailing spaces and runs between words (the commonest extra whitespace in real text), as
+    # texts and as words split on " " (so words with spaces at either end, and empty words).
+    layouts = ["    {}", "{}  ", " {} ", "{}", "        {}   "]
+    texts = []
+    for index, line in enumerate(tokenizer_corpus[:150]):
+        words = line.split(" ")
+        gap = " " * (1 + index % 4)  # one space (kept) to four (a run)
+        texts.append(layouts[index % len(layouts)].format(gap.join(words)))
+    options = {"return_offsets_mapping": True, "return_special_tokens_mask": True}
+    for inputs, split in ((texts, False), ([text.split(" ") for text in texts], True)):
+        ours = real_tokenizer(inputs, is_split_into_words=split, **options)
+        reference = pipeline_only(inputs, is_split_into_words=split, **options)
+        agreeing = [row for row in range(len(texts)) if ours["input_ids"][row] == reference["input_ids"][row]]
+        assert len(agreeing) >= len(texts) - 3
+        assert differences(ours, reference, len(texts)) == []
+        native = [row for row in agreeing if ours.encodings[row]._encoding is None]
+        assert len(native) >= 0.95 * len(agreeing)
+
+
 def test_long_texts_and_words_equal_the_pipeline(real_tokenizer, pipeline_only, tokenizer_corpus):
     # Spans that start past a text's 512th character are made one by one (the others are shared tuples): in
     # texts, in pre-split words, padded on either side and cut.
