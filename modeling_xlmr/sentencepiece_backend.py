@@ -90,10 +90,15 @@ class SentencePieceReference:
 
     def ids(self, texts: list[str]) -> list[list[int]]:
         threads = _encoder_threads(len(texts))
+        if threads > 1:
+            spm_ids = self.processor.encode(texts, num_threads=threads)
+        else:  # sentencepiece's list call starts a thread pool even for one thread (~75 us); a text costs ~5 us
+            encode = self.processor.encode
+            spm_ids = [encode(text) for text in texts]
         if self.direct:
-            return self.processor.encode(texts, num_threads=threads)
+            return spm_ids
         lookup = self.spm_to_fairseq.__getitem__
-        return [list(map(lookup, ids)) for ids in self.processor.encode(texts, num_threads=threads)]
+        return [list(map(lookup, ids)) for ids in spm_ids]
 
     def word_ids(self, words: list[str]) -> list[list[int]]:
         """`ids` of pre-split words, each distinct word encoded once: sentencepiece's cost is per string (a short
@@ -342,8 +347,9 @@ class SentencePieceBackend:
 
 def _encoder_threads(texts: int) -> int:
     """Threads for sentencepiece's batch encoder, parallel as `tokenizers` is with its own batches: the cores this
-    process may use, but no more than one per 16 texts (a thread for a handful of short texts costs more than it
-    saves), and one when TOKENIZERS_PARALLELISM turns `tokenizers`' parallelism off (its own spellings of false)."""
+    process may use, but no more than one per 16 texts (starting the pool costs ~75 us, a short text ~5 us), and one
+    when TOKENIZERS_PARALLELISM turns `tokenizers`' parallelism off (its own spellings of false). One thread means
+    no pool: one call per text."""
     if os.environ.get("TOKENIZERS_PARALLELISM", "").lower() in _PARALLELISM_OFF:
         return 1
     return max(1, min(_usable_cores(), texts // 16))
