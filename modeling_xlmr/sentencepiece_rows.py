@@ -283,6 +283,12 @@ def _common_spans() -> np.ndarray:
     return np.fromiter(spans, dtype=object, count=_COMMON_STARTS * _COMMON_LENGTHS)
 
 
+# numpy's fixed cost per batch (~100 small array operations, ~250 us) is more than the `tokenizers` pipeline takes
+# for a few texts (~25-40 us each, checked against sentencepiece's ids as for any other row it builds): measured
+# even at about 8 rows, on short multilingual lines and on indented English ones.
+_FEWEST_NATIVE_ROWS = 8
+
+
 class LazyBatch:
     """What one `encode_batch` call was asked, kept so its rows can be built later, all at once: from
     sentencepiece's pieces (`native`) or by `tokenizers` (`build`). `backend` is the `SentencePieceBackend` that
@@ -316,9 +322,10 @@ class LazyBatch:
     def native(self, index: int) -> tuple[NativeRows, int] | None:
         """Row `index`'s per-token attributes from sentencepiece's pieces (the batch's rows and the row's place
         among them), None if one of its texts (or words) holds an added token or is not normalized character for
-        character (`tokenizers` then builds the row). The first call does every lazy row of the batch at once."""
+        character, or if the batch is too small to be worth laying out in numpy (`tokenizers` then builds the row).
+        The first call does every lazy row of the batch at once."""
         if self._natives is None:
-            self._natives = self._all_natives()
+            self._natives = self._all_natives() if len(self.lazy_rows) >= _FEWEST_NATIVE_ROWS else (None, {})
             # the rows left to `tokenizers`, which `build` then makes in one call
             self.native_failed = [row for row in self.lazy_rows if row not in self._natives[1]]
         rows, positions = self._natives

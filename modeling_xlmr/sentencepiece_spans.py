@@ -305,9 +305,7 @@ def _extra_spaces(space: np.ndarray, unit_of: np.ndarray, units: int) -> np.ndar
 
 def exclusive_sum(values: np.ndarray) -> np.ndarray:
     """Each position's sum of the values before it (the first 0)."""
-    sums = np.zeros_like(values)
-    np.cumsum(values[:-1], out=sums[1:])
-    return sums
+    return np.cumsum(values) - values
 
 
 class NormalizationRule:
@@ -361,11 +359,12 @@ class NormalizationRule:
                 for index, unit in enumerate(units)
                 if not unit or unit[0] == " " or unit[-1] == " " or "  " in unit
             )
-        code_points = _code_points(text)
+        flags = self._flags[_code_points(text)]
+        if not flags.any():  # most batches: nothing replaced, no second character of a key
+            return spaced, changed
         # a replaced character, or the second character of a key (a pair across units, " " + a second character,
         # only ever counts against the unit: conservative)
-        replaced = np.flatnonzero(self._flags[code_points] & 1)
-        positions = replaced.tolist() + (self.multi_character_key_starts(text, code_points) + 1).tolist()
+        positions = np.flatnonzero(flags & 1).tolist() + (self._key_starts_flagged(text, flags) + 1).tolist()
         if positions:
             unit_starts = list(accumulate((len(unit) + 1 for unit in units[:-1]), initial=0))
             changed.update(bisect_right(unit_starts, position) - 1 for position in positions)
@@ -373,7 +372,11 @@ class NormalizationRule:
 
     def multi_character_key_starts(self, text: str, code_points: np.ndarray) -> np.ndarray:
         """The positions in `text` (of code points `code_points`) where a multi-character key of the map starts."""
-        seconds = np.flatnonzero(self._flags[code_points[1:]] & 2)
+        return self._key_starts_flagged(text, self._flags[code_points])
+
+    def _key_starts_flagged(self, text: str, flags: np.ndarray) -> np.ndarray:
+        """`multi_character_key_starts`, from the flags of the text's characters."""
+        seconds = np.flatnonzero(flags[1:] & 2)
         return np.array([second for second in seconds.tolist() if text[second : second + 2] in self._key_starts], int)
 
 

@@ -15,10 +15,20 @@ import sentencepiece
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modeling_xlmr import XLMRTokenizerFast
+from modeling_xlmr import XLMRTokenizerFast, sentencepiece_rows
 from tests.support.corpus import ADVERSARIAL_STRINGS
 
 ATTRIBUTES = ("input_ids", "offset_mapping", "special_tokens_mask", "attention_mask")
+FEWEST_NATIVE_ROWS = sentencepiece_rows._FEWEST_NATIVE_ROWS
+
+
+@pytest.fixture(autouse=True, scope="module")
+def every_batch_spanned_natively():
+    """This module checks the spans made from sentencepiece's pieces, so its small batches take that path too (by
+    default a batch of fewer rows asks the `tokenizers` pipeline, which is faster there)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sentencepiece_rows, "_FEWEST_NATIVE_ROWS", 1)
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +181,21 @@ def test_extra_whitespace_is_spanned_without_the_pipeline(real_tokenizer, pipeli
     assert differences(ours, reference, len(texts)) == []
     native = [row for row in agreeing if ours.encodings[row]._encoding is None]
     assert len(native) >= 0.95 * len(agreeing)
+
+
+def test_small_batches_ask_the_pipeline_and_rows_stay_the_same(real_tokenizer, pipeline_only, tokenizer_corpus):
+    # The default policy: fewer than FEWEST_NATIVE_ROWS rows are built by the `tokenizers` pipeline (checked against
+    # sentencepiece's ids), from there on spanned from sentencepiece's pieces; the rows are the same either way.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sentencepiece_rows, "_FEWEST_NATIVE_ROWS", FEWEST_NATIVE_ROWS)
+        for size in (1, FEWEST_NATIVE_ROWS - 1, FEWEST_NATIVE_ROWS):
+            texts = tokenizer_corpus[:size]
+            for inputs, split in ((texts, False), ([text.split(" ") for text in texts], True)):
+                options = {"return_offsets_mapping": True, "is_split_into_words": split}
+                ours, reference = real_tokenizer(inputs, **options), pipeline_only(inputs, **options)
+                assert differences(ours, reference, size) == []
+                native = [row for row in range(size) if ours.encodings[row]._encoding is None]
+                assert len(native) == (size if size >= FEWEST_NATIVE_ROWS else 0)
 
 
 def test_texts_that_only_lose_spaces_equal_the_pipeline(real_tokenizer, pipeline_only, tokenizer_corpus):
