@@ -284,9 +284,10 @@ def _common_spans() -> np.ndarray:
 
 
 # numpy's fixed cost per batch (~100 small array operations, ~250 us) is more than the `tokenizers` pipeline takes
-# for a few texts (~25-40 us each, checked against sentencepiece's ids as for any other row it builds): measured
-# even at about 8 rows, on short multilingual lines and on indented English ones.
-_FEWEST_NATIVE_ROWS = 8
+# for a text or two (checked against sentencepiece's ids as for any other row it builds): one text with offsets
+# takes about half the time there. From about 3 distinct texts on (short multilingual lines, indented English ones)
+# the numpy layout is the faster.
+_FEWEST_NATIVE_ROWS = 3
 
 
 class LazyBatch:
