@@ -97,7 +97,7 @@ class PieceSpans:
             lengths[spaced] = kept_count
         starts, ends, kept = self._bounds(lengths, ids, counts)
         if len(spaced):
-            _moved_onto(spaced, kept[spaced], position, kept_count, counts, starts, ends)
+            _moved_onto(*_pieces_of_chosen(spaced, counts), kept[spaced], position, kept_count, starts, ends)
         if doubtful:
             chosen = np.fromiter(doubtful, np.int64, len(doubtful))
             chosen = chosen[counts[chosen] > 0]  # a unit without pieces has no span to move
@@ -163,45 +163,40 @@ class PieceSpans:
         """Whether each chosen unit's pieces spell "▁" + its kept characters, each normalized on its own
         (`_kept_characters`). For those units the spans (`starts`, `ends`, made by `_bounds` as if nothing were
         removed) are moved onto the original text, in place. All chosen units at once, in numpy."""
-        texts = [units[index] for index in chosen.tolist()]
-        lengths = np.fromiter(map(len, texts), np.int64, len(texts))
-        position, mapped, unit_of, refused = self._kept_characters("".join(texts), lengths)
-        kept_count = np.bincount(unit_of, minlength=len(texts))
+        text, lengths, code, unit_of, position = _laid_out([units[index] for index in chosen.tolist()])
+        position, mapped, unit_of, refused = self._kept_characters(text, lengths, code, unit_of, position)
+        kept_count = np.bincount(unit_of, minlength=len(chosen))
         # what the pieces spell, against "▁" + the kept characters, unit by unit
-        piece_unit = np.repeat(np.arange(len(texts)), counts[chosen])
-        piece = np.repeat(exclusive_sum(counts)[chosen] - exclusive_sum(counts[chosen]), counts[chosen])
-        piece += np.arange(len(piece_unit))
+        piece, piece_unit = _pieces_of_chosen(chosen, counts)
         piece_ids = ids[piece]
-        spelled_length = np.bincount(piece_unit, weights=self._length_array[piece_ids], minlength=len(texts))
+        spelled_length = np.bincount(piece_unit, weights=self._length_array[piece_ids], minlength=len(chosen))
         right = (spelled_length == kept_count + 1) & ~(refused & (kept_count < lengths))
-        right &= np.bincount(piece_unit, weights=self._unspelled[piece_ids], minlength=len(texts)) == 0
+        right &= np.bincount(piece_unit, weights=self._unspelled[piece_ids], minlength=len(chosen)) == 0
         spelled = self._spelled(piece_ids)
-        expected = np.full(len(mapped) + len(texts), ord(SPACE_SYMBOL), np.uint32)
+        expected = np.full(len(mapped) + len(chosen), ord(SPACE_SYMBOL), np.uint32)
         expected[np.arange(len(mapped)) + unit_of + 1] = mapped  # each kept character after its unit's "▁"
-        expected_unit = np.repeat(np.arange(len(texts)), kept_count + 1)
-        spelled_unit = np.repeat(np.arange(len(texts)), spelled_length.astype(np.int64))
+        expected_unit = np.repeat(np.arange(len(chosen)), kept_count + 1)
+        spelled_unit = np.repeat(np.arange(len(chosen)), spelled_length.astype(np.int64))
         compared = right[expected_unit]
         wrong = expected[compared] != spelled[right[spelled_unit]]
-        right &= np.bincount(expected_unit[compared], weights=wrong, minlength=len(texts)) == 0
-        _moved_onto(chosen, right, position, kept_count, counts, starts, ends)
+        right &= np.bincount(expected_unit[compared], weights=wrong, minlength=len(chosen)) == 0
+        _moved_onto(piece, piece_unit, right, position, kept_count, starts, ends)
         return right
 
     def _kept_spaces(self, units: Sequence[str], chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For chosen units that the normalizer changes only by removing spaces (at either end, and all but the
         last of each run, with which `tokenizers` aligns the run's one space): where each character it keeps is in
         its unit, unit after unit, and how many each unit keeps."""
-        texts = [units[index] for index in chosen.tolist()]
-        lengths = np.fromiter(map(len, texts), np.int64, len(texts))
-        code = _code_points("".join(texts))
-        unit_of = np.repeat(np.arange(len(texts)), lengths)
-        keep = ~_extra_spaces(code == 32, unit_of, len(texts))
-        position = np.arange(len(code)) - np.repeat(exclusive_sum(lengths), lengths)
-        return position[keep], np.bincount(unit_of[keep], minlength=len(texts))
+        _, _, code, unit_of, position = _laid_out([units[index] for index in chosen.tolist()])
+        keep = ~_extra_spaces(code == 32, unit_of, len(chosen))
+        return position[keep], np.bincount(unit_of[keep], minlength=len(chosen))
 
-    def _kept_characters(self, text: str, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The characters of units laid end to end in `text` (`lengths` each) that the normalizer keeps: where each
-        is in its unit, its one-character normalization (code point), and its unit; and per unit whether it may
-        not lose characters.
+    def _kept_characters(
+        self, text: str, lengths: np.ndarray, code: np.ndarray, unit_of: np.ndarray, position: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The characters of units laid end to end (`_laid_out`) that the normalizer keeps: where each is in its
+        unit, its one-character normalization (code point), and its unit; and per unit whether it may not lose
+        characters.
 
         Each character is normalized on its own (the table), then the whitespace rule applies: spaces at either
         end removed, each run of spaces made one, which `tokenizers` aligns with the run's last character. Its
@@ -212,9 +207,6 @@ class PieceSpans:
         pipeline does not strip it at the start, sentencepiece does) or a multi-character key of the map (its
         replacement may be aligned otherwise). Without a known rule (other normalizer settings) nothing is
         removed: character for character only."""
-        code = _code_points(text)
-        unit_of = np.repeat(np.arange(len(lengths)), lengths)
-        position = np.arange(len(code)) - np.repeat(exclusive_sum(lengths), lengths)
         refused = np.zeros(len(lengths), bool)
         mapped = np.where(code < 0x10000, self._space_codes[code & 0xFFFF], code)
         if self._rule is None:
@@ -264,21 +256,37 @@ def _code_points(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
 
 
+def _laid_out(texts: list[str]) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`texts` laid end to end: the joined text, each text's length, and per character its code point, its text
+    (by place in `texts`) and its place in that text."""
+    text = "".join(texts)
+    lengths = np.fromiter(map(len, texts), np.int64, len(texts))
+    code = _code_points(text)
+    unit_of = np.repeat(np.arange(len(texts)), lengths)
+    position = np.arange(len(code)) - np.repeat(exclusive_sum(lengths), lengths)
+    return text, lengths, code, unit_of, position
+
+
+def _pieces_of_chosen(chosen: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The flat indices of the chosen units' pieces (unit `u` holding `counts[u]`), unit after unit in `chosen`'s
+    order, and the unit of each (by place in `chosen`)."""
+    piece_unit = np.repeat(np.arange(len(chosen)), counts[chosen])
+    piece = np.repeat(exclusive_sum(counts)[chosen] - exclusive_sum(counts[chosen]), counts[chosen])
+    return piece + np.arange(len(piece_unit)), piece_unit
+
+
 def _moved_onto(
-    chosen: np.ndarray,
+    piece: np.ndarray,
+    piece_unit: np.ndarray,
     moving: np.ndarray,
     position: np.ndarray,
     kept_count: np.ndarray,
-    counts: np.ndarray,
     starts: np.ndarray,
     ends: np.ndarray,
 ) -> None:
-    """Moves the spans of the pieces of the chosen units where `moving` holds, made by `_bounds` over the
-    characters each unit keeps (`kept_count`, and where each is in its unit: `position`, unit after unit), onto the
-    unit's own characters, in place. A piece ends after the last character it covers."""
-    piece_unit = np.repeat(np.arange(len(chosen)), counts[chosen])
-    piece = np.repeat(exclusive_sum(counts)[chosen] - exclusive_sum(counts[chosen]), counts[chosen])
-    piece += np.arange(len(piece_unit))
+    """Moves the spans of chosen units' pieces (`_pieces_of_chosen`) where `moving` holds for their unit, made by
+    `_bounds` over the characters each unit keeps (`kept_count`, and where each is in its unit: `position`, unit
+    after unit), onto the unit's own characters, in place. A piece ends after the last character it covers."""
     moved = moving[piece_unit]
     piece, base = piece[moved], exclusive_sum(kept_count)[piece_unit[moved]]
     starts[piece] = position[base + starts[piece]]
