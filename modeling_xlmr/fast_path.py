@@ -51,32 +51,36 @@ def prepared_weights_are_exact(layer: nn.Module) -> bool:
     That is its real computation only for a plain `nn.Linear` whose tensors are really there: not a
     wrapped or replaced linear (PEFT/LoRA adapters, quantized or custom layers), not one with hooks or
     parametrizations, not weights that Accelerate offloads or keeps on the meta device. Anything else
-    runs the layer's own modules on the packed tokens."""
+    runs the layer's own modules on the packed tokens. Asked of every layer on every call, so kept to
+    plain attribute reads."""
     if _has_hooks(layer):
         return False
     for linear in _projections(layer):
+        # a parametrized linear (torch.nn.utils.parametrize) is given its own class, ParametrizedLinear
         if type(linear) is not nn.Linear or _has_hooks(linear) or linear.weight.is_meta:
-            return False
-        if torch.nn.utils.parametrize.is_parametrized(linear):
             return False
     return True
 
 
 def _projections(layer: nn.Module) -> tuple:
-    attention = layer.attention.self
+    # Read from `_modules` (where nn.Module keeps submodules) rather than through `nn.Module.__getattr__`:
+    # the same modules, looked up for every layer on every call, at a tenth of the cost.
+    modules = layer._modules
+    attention = modules["attention"]._modules
+    projections = attention["self"]._modules
     return (
-        attention.query,
-        attention.key,
-        attention.value,
-        layer.attention.output.dense,
-        layer.intermediate.dense,
-        layer.output.dense,
+        projections["query"],
+        projections["key"],
+        projections["value"],
+        attention["output"]._modules["dense"],
+        modules["intermediate"]._modules["dense"],
+        modules["output"]._modules["dense"],
     )
 
 
 def _has_hooks(module: nn.Module) -> bool:
     return bool(
-        getattr(module, "_hf_hook", None) is not None  # Accelerate's device placement / offloading
+        module.__dict__.get("_hf_hook") is not None  # Accelerate's device placement / offloading
         or module._forward_hooks
         or module._forward_pre_hooks
     )
@@ -185,12 +189,20 @@ _PREPARED: weakref.WeakKeyDictionary[nn.Module, PreparedLayer] = weakref.WeakKey
 
 
 def _fingerprint(layer: nn.Module) -> tuple:
-    # `_version` moves on most in-place writes (load_state_dict's copy_, plain optimizer steps); data_ptr,
-    # dtype and device move when parameters are replaced (`.to()`, `.data = ...`). Fused optimizers
-    # (torch's fused AdamW, Trainer's default) update weights without moving `_version`: gradients are the
-    # signal there (`_forget_when_trained`). Parameters created under inference_mode have no version
-    # counter: only replacing them is seen.
-    return tuple((p.data_ptr(), -1 if p.is_inference() else p._version, p.dtype, p.device) for p in layer.parameters())
+    # The projections' tensors are all that is prepared (LayerNorms run as modules). `_version` moves on
+    # most in-place writes (load_state_dict's copy_, plain optimizer steps); data_ptr, dtype and device
+    # move when parameters are replaced (`.to()`, `.data = ...`, a new Parameter or module). Fused
+    # optimizers (torch's fused AdamW, Trainer's default) update weights without moving `_version`:
+    # gradients are the signal there (`_forget_when_trained`). Parameters created under inference_mode
+    # have no version counter: only replacing them is seen. Read per layer on every call: the
+    # projections are looked up directly (`layer.parameters()` walks every submodule, ~6x slower).
+    return tuple(
+        None
+        if tensor is None
+        else (tensor.data_ptr(), -1 if tensor.is_inference() else tensor._version, tensor.dtype, tensor.device)
+        for linear in _projections(layer)
+        for tensor in (linear.weight, linear.bias)
+    )
 
 
 def prepared_layer(layer: nn.Module) -> PreparedLayer:
