@@ -34,9 +34,13 @@ def _session(path: str):
 
 
 def _quantize(source: str, target: str) -> None:
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=True)
+    # The fused graph's com.microsoft operators (Attention, SkipLayerNormalization) defeat ONNX shape inference,
+    # so the quantizer cannot tell the type a MatMul's output dequantizes to: it is float here.
+    options = {"DefaultTensorType": onnx.TensorProto.FLOAT}
+    quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=True, extra_options=options)
 
 
 class _LastHiddenState(torch.nn.Module):
