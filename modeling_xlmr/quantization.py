@@ -128,7 +128,9 @@ class Int8Linear:
     def _gemm(self, inputs: torch.Tensor) -> torch.Tensor:
         """(inputs @ W^T) in fp32, per-token scale and bias applied."""
         rows = inputs.float()
-        amax = torch.linalg.vector_norm(rows, ord=float("inf"), dim=1, keepdim=True)
+        # max |x| per token as the larger of max and -min: two vectorized reductions, ~7x faster than
+        # `linalg.vector_norm(ord=inf)` or `aminmax` on CPU (which took 14 % of an int8 forward); NaN propagates
+        amax = torch.maximum(rows.amax(dim=1, keepdim=True), rows.amin(dim=1, keepdim=True).neg_())
         token_scale = amax.clamp_min_(torch.finfo(torch.float32).tiny) / self.levels
         # round(x / s) + zero point, as uint8: adding zero point + 0.5 and truncating rounds (all values are > 0).
         codes = torch.addcmul(self._rounding_offset, rows, token_scale.reciprocal()).to(torch.uint8)
