@@ -124,6 +124,9 @@ class Int8Linear:
         self.levels = activation_levels()
         self.zero_point = self.levels + 1  # uint8 codes 1 .. 2 * levels + 1
         self._rounding_offset = torch.tensor(self.zero_point + 0.5)
+        # 7-bit codes (1 .. 127) fit int8, and float -> int8 converts ~4x faster than float -> uint8 on CPU:
+        # they are converted as int8 and read as uint8 (the same bits for 0 .. 127)
+        self._code_dtype = torch.int8 if 2 * self.levels + 1 <= 127 else torch.uint8
 
     def _gemm(self, inputs: torch.Tensor) -> torch.Tensor:
         """(inputs @ W^T) in fp32, per-token scale and bias applied."""
@@ -133,7 +136,8 @@ class Int8Linear:
         amax = torch.maximum(rows.amax(dim=1, keepdim=True), rows.amin(dim=1, keepdim=True).neg_())
         token_scale = amax.clamp_min_(torch.finfo(torch.float32).tiny) / self.levels
         # round(x / s) + zero point, as uint8: adding zero point + 0.5 and truncating rounds (all values are > 0).
-        codes = torch.addcmul(self._rounding_offset, rows, token_scale.reciprocal()).to(torch.uint8)
+        codes = torch.addcmul(self._rounding_offset, rows, token_scale.reciprocal())
+        codes = codes.to(self._code_dtype).view(torch.uint8)
         outputs = torch.ops.onednn.qlinear_pointwise(
             codes, 1.0, self.zero_point, self.weight, self.weight_scale, self.weight_zero_point,
             None, 1.0, 0, torch.float32, "none", [], "",
