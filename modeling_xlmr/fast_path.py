@@ -64,7 +64,7 @@ def prepared_weights_are_exact(layer: nn.Module) -> bool:
 
 def _projections(layer: nn.Module) -> tuple:
     # Read from `_modules` (where nn.Module keeps submodules) rather than through `nn.Module.__getattr__`:
-    # the same modules, looked up for every layer on every call, at a tenth of the cost.
+    # the same modules, looked up for every layer on every call, at a fraction of the cost.
     modules = layer._modules
     attention = modules["attention"]._modules
     projections = attention["self"]._modules
@@ -195,7 +195,7 @@ def _fingerprint(layer: nn.Module) -> tuple:
     # optimizers (torch's fused AdamW, Trainer's default) update weights without moving `_version`:
     # gradients are the signal there (`_forget_when_trained`). Parameters created under inference_mode
     # have no version counter: only replacing them is seen. Read per layer on every call: the
-    # projections are looked up directly (`layer.parameters()` walks every submodule, ~6x slower).
+    # projections are looked up directly (`layer.parameters()` walks every submodule, at several times the cost).
     return tuple(
         None
         if tensor is None
