@@ -271,6 +271,16 @@ class EncoderOutput:
     attentions: tuple[torch.Tensor, ...] | None = None
 
 
+# On CPU, inference on a packed batch of more tokens than this runs the layers on slices of whole sequences of
+# at most this many tokens (rows are independent everywhere but in attention, which never crosses a sequence).
+# A layer's transients (the feed-forward's tokens x 3072 floats above all) then stay in the L3 cache, and below
+# glibc's mmap threshold (32 MB at most): above it every allocation is fresh pages, faulted in one by one and
+# returned on free. Measured on a 2-core Zen 5, xlmr.base on 8,192-token batches (the inference engine's default),
+# per 6,808-token pass: fp32 270,000 page faults and 2,306 tokens/s, int8 530,000 and 4,019; in slices of 2,048,
+# fp32 21,000 and 2,475, int8 41,000 and 5,820 (1,024 and 2,048 measure alike; 3,072 crosses the 32 MB).
+_SLICE_TOKENS = 2048
+
+
 class XLMREncoder(nn.Module):
     def __init__(self, config: XLMRConfig):
         super().__init__()
@@ -287,6 +297,28 @@ class XLMREncoder(nn.Module):
     ) -> EncoderOutput:
         """Runs the layers on padded (batch, seq, hidden) states, or on packed (tokens, hidden) ones when
         `packed` is given; every state comes back in the layout it went in."""
+        if packed is not None and self._runs_in_slices(hidden_states, packed):
+            runs = [
+                self._run_layers(hidden_states[rows], None, run, False, output_hidden_states)
+                for rows, run in packed.slices(_SLICE_TOKENS)
+            ]
+            return EncoderOutput(
+                last_hidden_state=torch.cat([run.last_hidden_state for run in runs]),
+                hidden_states=tuple(map(torch.cat, zip(*(run.hidden_states for run in runs))))
+                if output_hidden_states
+                else None,
+            )
+        return self._run_layers(hidden_states, attention_mask, packed, output_attentions, output_hidden_states)
+
+    def _runs_in_slices(self, hidden_states: torch.Tensor, packed: PackedBatch) -> bool:
+        return (
+            packed.num_tokens > _SLICE_TOKENS
+            and hidden_states.device.type == "cpu"
+            and not self.training
+            and not torch.is_grad_enabled()
+        )
+
+    def _run_layers(self, hidden_states, attention_mask, packed, output_attentions, output_hidden_states):
         all_hidden_states = [hidden_states] if output_hidden_states else None
         all_attentions = [] if output_attentions else None
         for layer in self.layer:

@@ -108,6 +108,22 @@ class PackedBatch:
         }
         return replace(self, **moved, attention_groups=None)
 
+    def slices(self, max_tokens: int) -> list[tuple[slice, PackedBatch]]:
+        """Runs of consecutive whole sequences of at most `max_tokens` real tokens each (a longer sequence is a
+        run alone): per run, its rows of the packed (tokens, ...) layout, where each sequence's tokens are
+        contiguous, and the run as a packed batch of its own."""
+        device = self.token_indices.device
+        runs, run_lengths, run_start, row = [], [], 0, 0
+        for length in self.lengths:
+            if run_lengths and row + length - run_start > max_tokens:
+                runs.append((slice(run_start, row), PackedBatch.from_lengths(run_lengths, device)))
+                run_lengths, run_start = [], row
+            run_lengths.append(length)
+            row += length
+        if run_lengths:
+            runs.append((slice(run_start, row), PackedBatch.from_lengths(run_lengths, device)))
+        return runs
+
     @property
     def has_padding(self) -> bool:
         return self.num_tokens != self.batch_size * self.seq_len

@@ -229,3 +229,47 @@ def test_row_buckets_waste_at_most_a_sixteenth_and_keep_few_shapes():
     buckets = [fast_path.bucketed_rows(n) for n in sizes]
     assert all(n <= b <= n + max(15, n // 16) for n, b in zip(sizes, buckets))
     assert len(set(buckets)) <= 128  # oneDNN caches 1024 kernels: 4 GEMM shapes per bucket fit
+
+
+def test_packed_batch_slices_are_runs_of_whole_sequences_under_the_token_limit():
+    lengths = [5, 0, 9, 3, 12, 4, 4, 1]
+    _, mask = random_padded_batch([max(n, 1) for n in lengths], 120, seed=15)
+    mask[1] = 0  # a row with no real token
+    packed = packing.PackedBatch.from_mask(mask)
+    runs = packed.slices(10)
+    starts = [0, *torch.tensor(packed.lengths).cumsum(0).tolist()]
+    covered = 0
+    for rows, run in runs:
+        assert rows.start == covered, "runs are consecutive and cover every row"
+        covered = rows.stop
+        assert rows.start in starts and rows.stop in starts, "a run never splits a sequence"
+        assert run.num_tokens == rows.stop - rows.start and sum(run.lengths) == run.num_tokens
+        assert run.num_tokens <= 10 or len([n for n in run.lengths if n]) == 1, "only a longer sequence runs alone"
+    assert covered == packed.num_tokens == sum(lengths)
+    assert [n for _, run in runs for n in run.lengths] == list(packed.lengths)
+    assert [run.num_tokens for _, run in runs] == [5, 9, 3, 12, 9]
+
+
+def test_large_batches_run_in_slices_with_the_same_results(monkeypatch, attention_strategy):
+    """On CPU, a packed batch of more than `_SLICE_TOKENS` real tokens runs the layers slice by slice."""
+    from modeling_xlmr import modeling_xlmr
+
+    stock, ours = stock_and_ours(seed=9)
+    input_ids, mask = random_padded_batch([9, 4, 30, 2, 17, 11, 1, 25], 120, padding_side="left", seed=16)
+    monkeypatch.setattr(modeling_xlmr, "_SLICE_TOKENS", 20)
+    seen = []
+    original = ours.encoder._run_layers
+    monkeypatch.setattr(
+        ours.encoder, "_run_layers", lambda states, *args: seen.append(len(states)) or original(states, *args)
+    )
+    assert_matches_stock(stock, ours, input_ids, mask)
+    assert seen == [13, 30, 19, 12, 25], "whole sequences, at most 20 tokens a slice unless one is longer"
+    packed = packing.PackedBatch.from_mask(mask)
+    tokens = input_ids.flatten()[packed.token_indices]
+    with torch.inference_mode():  # forward_packed, the inference engine's entry, slices as well
+        sliced = ours.forward_packed(tokens, packed, output_hidden_states=True)
+        monkeypatch.setattr(modeling_xlmr, "_SLICE_TOKENS", 10**6)
+        whole = ours.forward_packed(tokens, packed, output_hidden_states=True)
+    assert len(sliced.hidden_states) == len(whole.hidden_states) == 3
+    for sliced_states, whole_states in zip(sliced.hidden_states, whole.hidden_states):
+        torch.testing.assert_close(sliced_states, whole_states, atol=1e-5, rtol=0)

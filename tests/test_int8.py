@@ -79,6 +79,26 @@ def test_few_rows_run_whichever_int8_gemm_measured_faster_and_both_are_within_th
         assert torch.equal(chosen, per_token) or torch.equal(chosen, one_scale)
 
 
+@pytest.mark.parametrize("width", [768, 3072])
+def test_activation_codes_are_exactly_rounded_per_token(width):
+    """Codes are round(x / s) + zero point, round half to even, against a float64 reference of the same scales;
+    rows include every level, exact halves and tokens whose magnitudes differ by orders of magnitude."""
+    torch.manual_seed(4)
+    linear = Int8Linear(torch.randn(64, width), None, 1024)
+    levels, zero_point = linear.levels, linear.zero_point
+    inputs = torch.randn(256, width) * torch.logspace(-6, 6, 256)[:, None]
+    steps = torch.arange(-2 * levels, 2 * levels + 1, dtype=torch.float32) / 2  # every level and every half
+    inputs[0, : steps.numel()] = steps
+    inputs[0, steps.numel() :] = 0
+    codes, token_scale = linear.quantize_activations(inputs)
+    assert codes.dtype == torch.uint8 and token_scale.shape == (256, 1)
+    assert torch.allclose(token_scale[:, 0], inputs.abs().amax(dim=1) / levels, rtol=1e-6, atol=0)
+    exact = torch.round(inputs.double() * token_scale.reciprocal().double()) + zero_point
+    assert torch.equal(codes.long(), exact.long())
+    assert codes.min() >= 1 and codes.max() <= 2 * levels + 1
+    assert torch.equal(codes[0, : steps.numel()].long(), torch.round(steps.double()).long() + zero_point)
+
+
 class ScaledLinear(nn.Linear):
     def forward(self, inputs):
         return 2 * super().forward(inputs)
