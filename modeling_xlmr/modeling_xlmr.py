@@ -274,10 +274,10 @@ class EncoderOutput:
 # On CPU, inference on a packed batch of more tokens than this runs the layers on slices of whole sequences of
 # at most this many tokens (rows are independent everywhere but in attention, which never crosses a sequence).
 # A layer's transients (the feed-forward's tokens x 3072 floats above all) then stay in the L3 cache, and below
-# glibc's mmap threshold (32 MB at most): above it every allocation is fresh pages, faulted in one by one and
-# returned on free. Measured on a 2-core Zen 5, xlmr.base on 8,192-token batches (the inference engine's default),
-# per 6,808-token pass: fp32 270,000 page faults and 2,306 tokens/s, int8 530,000 and 4,019; in slices of 2,048,
-# fp32 21,000 and 2,475, int8 41,000 and 5,820 (1,024 and 2,048 measure alike; 3,072 crosses the 32 MB).
+# glibc's 32 MB ceiling for heap blocks (see `fast_path._raise_heap_thresholds`). Measured on a 2-core Zen 5,
+# xlmr.base on 8,192-token batches (the inference engine's default), per 6,808-token pass: fp32 270,000 page
+# faults and 2,306 tokens/s, int8 530,000 and 4,019; in slices of 2,048, fp32 21,000 and 2,475, int8 41,000 and
+# 5,820 (1,024 and 2,048 measure alike; 3,072 crosses the 32 MB).
 _SLICE_TOKENS = 2048
 
 
