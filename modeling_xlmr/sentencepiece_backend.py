@@ -126,7 +126,14 @@ class SentencePieceReference:
             origin_end = next((offset for offset in origin[end:] if offset > last), origin[-1])
             offsets.append((start + origin[position], start + origin_end))
             position = end
-        if pieces and pieces[0] == "\u2581" and len(normalized) > 1:
+        if not pieces or not pieces[0].startswith("\u2581"):
+            return pieces, offsets
+        first = origin[1] if len(origin) > 1 else 0  # where the first kept character is
+        if first > 0 and self.piece_spans.is_space(text[first - 1]):
+            # the dummy "▁" stands for the last of the spaces sentencepiece dropped before the first word, as
+            # in the `tokenizers` pipeline (sentencepiece_conversion._LEADING_SPACE; sentencepiece_spans agrees)
+            offsets[0] = (start + first - 1, start + first if pieces[0] == "\u2581" else offsets[0][1])
+        elif pieces[0] == "\u2581" and len(normalized) > 1:
             # A lone dummy "▁" shares the first character's span, as `tokenizers`' Prepend aligns it
             # (sentencepiece_spans.py follows the same rule).
             first_end = next((offset for offset in origin[2:] if offset > origin[1]), origin[-1])

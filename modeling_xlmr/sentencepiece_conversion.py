@@ -117,14 +117,23 @@ def _normalizer(spec, escape_whitespaces: bool) -> normalizers.Normalizer:
     if spec.remove_extra_whitespaces:
         # Only U+0020 counts as a space here (the charsmap has already mapped tabs, newlines, U+3000... to it), but
         # the trailing strip comes after escaping in sentencepiece, so it also removes "▁" typed at the end.
-        steps.append(normalizers.Replace(Regex(rf"\A +|[ {SPACE_SYMBOL}]+\z"), ""))
-        steps.append(normalizers.Replace(Regex(" {2,}"), " "))
-    if escape_whitespaces:
-        steps.append(normalizers.Replace(" ", SPACE_SYMBOL))
+        steps.append(normalizers.Replace(Regex(rf"[ {SPACE_SYMBOL}]+\z"), ""))
+        steps.append(normalizers.Replace(Regex(" {2,}"), " "))  # aligned with the run's last character
     if spec.add_dummy_prefix:
         # `Prepend` leaves an empty string empty, as sentencepiece does for all-whitespace input
         steps.append(normalizers.Prepend(SPACE_SYMBOL))
+        if spec.remove_extra_whitespaces:
+            steps.append(_LEADING_SPACE)
+    if escape_whitespaces:
+        steps.append(normalizers.Replace(" ", SPACE_SYMBOL))
     return normalizers.Sequence(steps)
+
+
+# sentencepiece drops the spaces before the first word and prepends its dummy "▁"; `tokenizers` cannot tell where
+# that "▁" came from, and transformers' XLM-R pipeline aligns it with the last of those spaces (its Metaspace
+# turns that space into the "▁" and prepends none). This step gives the same segmentation and the same spans:
+# the run is already one space, aligned with its last character, and replacing "▁ " by "▁" keeps that alignment.
+_LEADING_SPACE = normalizers.Replace(Regex(rf"\A{SPACE_SYMBOL} "), SPACE_SYMBOL)
 
 
 def _pre_tokenizer(proto) -> pre_tokenizers.PreTokenizer | None:
@@ -219,15 +228,19 @@ def _read_varint(data: bytes, position: int) -> tuple[int, int]:
 
 
 def is_converted_here(tokenizer: Tokenizer) -> bool:
-    """Whether a loaded tokenizer.json came from `build_backend_tokenizer` (its normalizer ends in the dummy prefix).
+    """Whether a loaded tokenizer.json came from this version of `build_backend_tokenizer` (its normalizer has the
+    dummy prefix followed by the leading-space step).
 
     Directories such as transformers' XLM-R checkpoints hold sentencepiece.bpe.model *and* a tokenizer.json from
-    transformers' conversion, which must be converted again rather than trusted.
+    transformers' conversion, which must be converted again rather than trusted; so is one saved by an earlier
+    version of this class, whose pipeline dropped the leading spaces (same ids, other spans).
     """
     if tokenizer.normalizer is None:
         return False
     steps = json.loads(tokenizer.normalizer.__getstate__()).get("normalizers") or []
-    return bool(steps) and steps[-1] == {"type": "Prepend", "prepend": SPACE_SYMBOL}
+    prepend = {"type": "Prepend", "prepend": SPACE_SYMBOL}
+    marker = [prepend, json.loads(_LEADING_SPACE.__getstate__())]
+    return any(steps[index : index + 2] == marker for index in range(len(steps) - 1))
 
 
 def model_proto_from_tokenizer_json(tokenizer_json: dict | str | os.PathLike):

@@ -15,12 +15,14 @@ Whether a text is such a text (or one that only loses spaces) is decided exactly
   (unknown or byte pieces). One flag per character for a whole batch at once; most text passes.
 * texts that pass but for spaces at either end or in runs (indented lines, two spaces between sentences): the
   normalizer removes those spaces and changes nothing else, so the spans over the characters it keeps are moved
-  onto the text's own (`_kept_spaces`), with nothing to spell out.
+  onto the text's own (`_kept_spaces`), with nothing to spell out. The last space before the first word is kept
+  as the text's "▁" (as transformers' pipeline aligns it), so the first piece of an indented line starts there.
 * otherwise by spelling (`PieceSpans._respanned`, all such texts of a batch at once): sentencepiece's pieces spell
   its normalized text, which must equal "▁" + the text with every character replaced by its own one-character
   normalization (a table built once from sentencepiece's normalizer, per character in context "a?a"; this admits
-  e.g. fullwidth forms and tabs) and the normalizer's whitespace rule applied: spaces at either end removed and
-  each run made one space, aligned as `tokenizers` aligns them (so tabs, CRLFs and U+3000 in runs qualify).
+  e.g. fullwidth forms and tabs) and the normalizer's whitespace rule applied: spaces at the end removed and
+  each run made one space (a leading one then being the "▁"), aligned as `tokenizers` aligns them (so tabs,
+  CRLFs and U+3000 in runs qualify).
 
 Texts that fail all three (characters that expand, vanish or merge, unknown pieces, the few whitespace cases the
 pipeline aligns otherwise) are left to the `tokenizers` pipeline; those are a small minority of real text.
@@ -92,10 +94,13 @@ class PieceSpans:
         doubtful, spaced = self._units_maybe_changed(units, ids, counts)
         lengths = np.fromiter(map(len, units), np.int64, len(units))
         spaced = np.fromiter(spaced, np.int64, len(spaced))
+        leading = None
         if len(spaced):  # spans over the characters the normalizer keeps, then moved onto the unit's own
-            position, kept_count = self._kept_spaces(units, spaced)
+            position, kept_count, spaced_leading = self._kept_spaces(units, spaced)
             lengths[spaced] = kept_count
-        starts, ends, kept = self._bounds(lengths, ids, counts)
+            leading = np.zeros(len(units), bool)
+            leading[spaced] = spaced_leading
+        starts, ends, kept = self._bounds(lengths, ids, counts, leading)
         if len(spaced):
             _moved_onto(*_pieces_of_chosen(spaced, counts), kept[spaced], position, kept_count, starts, ends)
         if doubtful:
@@ -132,6 +137,11 @@ class PieceSpans:
         spaced, changed = self._rule.changes(units)
         return changed, [index for index in spaced - changed if units[index]]  # "" has no span to move
 
+    def is_space(self, character: str) -> bool:
+        """Whether the normalizer makes `character` a space (" ", tabs, newlines, U+3000...)."""
+        code = ord(character)
+        return code == 32 or (code < 0x10000 and self._space_codes[code] == 32)
+
     @functools.cached_property
     def _space_codes(self) -> np.ndarray:
         """`table` as an array over the BMP (it maps no other character), code point to code point, with every
@@ -160,46 +170,55 @@ class PieceSpans:
         starts: np.ndarray,
         ends: np.ndarray,
     ) -> np.ndarray:
-        """Whether each chosen unit's pieces spell "▁" + its kept characters, each normalized on its own
-        (`_kept_characters`). For those units the spans (`starts`, `ends`, made by `_bounds` as if nothing were
-        removed) are moved onto the original text, in place. All chosen units at once, in numpy."""
+        """Whether each chosen unit's pieces spell its normalized text: "▁" + its kept characters, each normalized
+        on its own (`_kept_characters`), where a kept leading space is that "▁". For those units the spans are
+        made over the kept characters and moved onto the original text, into `starts` and `ends`. All chosen units
+        at once, in numpy."""
         text, lengths, code, unit_of, position = _laid_out([units[index] for index in chosen.tolist()])
         position, mapped, unit_of, refused = self._kept_characters(text, lengths, code, unit_of, position)
         kept_count = np.bincount(unit_of, minlength=len(chosen))
-        # what the pieces spell, against "▁" + the kept characters, unit by unit
+        leading = np.zeros(len(chosen), bool)
+        first_kept = exclusive_sum(kept_count)[kept_count > 0]
+        leading[unit_of[first_kept]] = mapped[first_kept] == 32
+        mapped = np.where(mapped == 32, ord(SPACE_SYMBOL), mapped)
+        dummy = (~leading).astype(np.int64)
+        # what the pieces spell, against the normalized text, unit by unit
         piece, piece_unit = _pieces_of_chosen(chosen, counts)
         piece_ids = ids[piece]
         spelled_length = np.bincount(piece_unit, weights=self._length_array[piece_ids], minlength=len(chosen))
-        right = (spelled_length == kept_count + 1) & ~(refused & (kept_count < lengths))
+        right = (spelled_length == kept_count + dummy) & ~(refused & (kept_count < lengths))
         right &= np.bincount(piece_unit, weights=self._unspelled[piece_ids], minlength=len(chosen)) == 0
         spelled = self._spelled(piece_ids)
-        expected = np.full(len(mapped) + len(chosen), ord(SPACE_SYMBOL), np.uint32)
-        expected[np.arange(len(mapped)) + unit_of + 1] = mapped  # each kept character after its unit's "▁"
-        expected_unit = np.repeat(np.arange(len(chosen)), kept_count + 1)
+        expected = np.full(len(mapped) + dummy.sum(), ord(SPACE_SYMBOL), np.uint32)
+        expected[np.arange(len(mapped)) + np.cumsum(dummy)[unit_of]] = mapped  # after the unit's dummy "▁", if any
+        expected_unit = np.repeat(np.arange(len(chosen)), kept_count + dummy)
         spelled_unit = np.repeat(np.arange(len(chosen)), spelled_length.astype(np.int64))
         compared = right[expected_unit]
         wrong = expected[compared] != spelled[right[spelled_unit]]
         right &= np.bincount(expected_unit[compared], weights=wrong, minlength=len(chosen)) == 0
+        starts[piece], ends[piece], _ = self._bounds(kept_count, piece_ids, counts[chosen], leading)
         _moved_onto(piece, piece_unit, right, position, kept_count, starts, ends)
         return right
 
-    def _kept_spaces(self, units: Sequence[str], chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """For chosen units that the normalizer changes only by removing spaces (at either end, and all but the
-        last of each run, with which `tokenizers` aligns the run's one space): where each character it keeps is in
-        its unit, unit after unit, and how many each unit keeps."""
-        _, _, code, unit_of, position = _laid_out([units[index] for index in chosen.tolist()])
+    def _kept_spaces(self, units: Sequence[str], chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For chosen units that the normalizer changes only by removing spaces (at the end, and all but the last
+        of each run, with which `tokenizers` aligns the run's one space): where each character it keeps is in its
+        unit, unit after unit, how many each unit keeps, and whether it keeps a leading space (as its "▁")."""
+        _, lengths, code, unit_of, position = _laid_out([units[index] for index in chosen.tolist()])
         keep = ~_extra_spaces(code == 32, unit_of, len(chosen))
-        return position[keep], np.bincount(unit_of[keep], minlength=len(chosen))
+        kept_count = np.bincount(unit_of[keep], minlength=len(chosen))
+        leading = (kept_count > 0) & (code[exclusive_sum(lengths)] == 32)
+        return position[keep], kept_count, leading
 
     def _kept_characters(
         self, text: str, lengths: np.ndarray, code: np.ndarray, unit_of: np.ndarray, position: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The characters of units laid end to end (`_laid_out`) that the normalizer keeps: where each is in its
-        unit, its one-character normalization (code point), and its unit; and per unit whether it may not lose
-        characters.
+        unit, its one-character normalization (code point, 32 for a space), and its unit; and per unit whether it
+        may not lose characters.
 
-        Each character is normalized on its own (the table), then the whitespace rule applies: spaces at either
-        end removed, each run of spaces made one, which `tokenizers` aligns with the run's last character. Its
+        Each character is normalized on its own (the table), then the whitespace rule applies: spaces at the end
+        removed, each run of spaces made one, which `tokenizers` aligns with the run's last character. Its
         `Precompiled` step replaces a short grapheme whose first character is in the map by that character's
         replacement alone: a CRLF becomes one space on the "\r" (its "\n" is dropped here first), and a
         zero-width (non-)joiner after a space vanishes there, while sentencepiece makes it one more space of the
@@ -210,31 +229,33 @@ class PieceSpans:
         refused = np.zeros(len(lengths), bool)
         mapped = np.where(code < 0x10000, self._space_codes[code & 0xFFFF], code)
         if self._rule is None:
-            return position, np.where(mapped == 32, ord(SPACE_SYMBOL), mapped), unit_of, refused
+            return position, mapped, unit_of, refused
         refused[unit_of[(code == ord(SPACE_SYMBOL)) | (code == 0x200C) | (code == 0x200D)]] = True
         keys = self._rule.multi_character_key_starts(text, code)
         refused[unit_of[keys[unit_of[keys] == unit_of[keys + 1]]]] = True  # not a pair across two units
         line_feed = np.concatenate([[False], (code[1:] == 10) & (code[:-1] == 13) & (position[1:] > 0)])
         position, mapped, unit_of = position[~line_feed], mapped[~line_feed], unit_of[~line_feed]
         keep = ~_extra_spaces(mapped == 32, unit_of, len(lengths))
-        position, mapped, unit_of = position[keep], mapped[keep], unit_of[keep]
-        return position, np.where(mapped == 32, ord(SPACE_SYMBOL), mapped), unit_of, refused
+        return position[keep], mapped[keep], unit_of[keep], refused
 
     def _bounds(
-        self, lengths: np.ndarray, ids: np.ndarray, counts: np.ndarray
+        self, lengths: np.ndarray, ids: np.ndarray, counts: np.ndarray, leading: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Flat start and end arrays of every piece, each relative to its unit, as if each unit (of `lengths`
         characters) were normalized character for character; and whether each unit's pieces all spell their own
         text and end exactly at its end (units without pieces: True).
 
         A piece covering normalized characters s .. e-1 spans original characters s-1 .. e-1: running sums of the
-        piece lengths, less the unit's own start and its dummy "▁", which shares the first character's span. Made
-        in numpy, so the per-token Python work is only the tuples transformers hands out."""
+        piece lengths, less the unit's own start and its dummy "▁", which shares the first character's span. A
+        unit whose first character is a space (`leading`) has no dummy: that space is its "▁", and s .. e-1 spans
+        s .. e-1. Made in numpy, so the per-token Python work is only the tuples transformers hands out."""
         piece_lengths = self._length_array[ids]
         before = np.zeros(len(ids) + 1, np.int64)  # normalized characters before each piece, and in all
         np.cumsum(piece_lengths, out=before[1:])
         firsts = exclusive_sum(counts)  # each unit's first piece (for a unit without pieces: the next unit's)
         unit_starts = before[firsts] + 1  # normalized characters before each unit, plus its dummy "▁"
+        if leading is not None:
+            unit_starts -= leading
         ends = before[1:] - np.repeat(unit_starts, counts)
         starts = ends - piece_lengths
         unit_ends = before[firsts + counts] - unit_starts  # where each unit's last piece ends
@@ -295,19 +316,17 @@ def _moved_onto(
 
 def _extra_spaces(space: np.ndarray, unit_of: np.ndarray, units: int) -> np.ndarray:
     """The spaces the normalizer removes, of characters laid out unit after unit (`unit_of` non-decreasing, every
-    unit non-empty): those before a unit's first other character or after its last, and all but the last of
-    each run."""
+    unit non-empty): those after a unit's last other character, and all but the last of each run (a leading run
+    keeps its last space too: it becomes the unit's "▁", see `sentencepiece_conversion._LEADING_SPACE`)."""
     solid_up_to = np.cumsum(~space)  # characters other than spaces up to each one, all units together
-    per_unit = np.bincount(unit_of, minlength=units)
-    first, last = exclusive_sum(per_unit), np.cumsum(per_unit) - 1
+    last = np.cumsum(np.bincount(unit_of, minlength=units)) - 1
     spaces = np.flatnonzero(space)  # only these are looked at (a small share of most text)
     unit, solid = unit_of[spaces], solid_up_to[spaces]
-    leading = solid == (solid_up_to[first] - (~space[first]).astype(np.int64))[unit]
     trailing = solid == solid_up_to[last][unit]
     after = np.minimum(spaces + 1, len(space) - 1)
     followed = space[after] & (unit_of[after] == unit) & (spaces + 1 < len(space))
     extra = np.zeros(len(space), bool)
-    extra[spaces[leading | trailing | followed]] = True
+    extra[spaces[trailing | followed]] = True
     return extra
 
 

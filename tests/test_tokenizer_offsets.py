@@ -183,6 +183,49 @@ def test_extra_whitespace_is_spanned_without_the_pipeline(real_tokenizer, pipeli
     assert len(native) >= 0.95 * len(agreeing)
 
 
+def test_indented_text_is_spanned_as_transformers_spans_it(real_tokenizer, real_tokenizer_json, tokenizer_corpus):
+    # The reference is transformers' own XLM-R tokenizer on the same tokenizer.json, an independent pipeline. Before
+    # the first word sentencepiece drops the spaces (and what its map makes spaces: tabs, U+3000, a BOM, a zero
+    # width space) and prepends its "▁"; transformers aligns that "▁" with the last of them, and so must we.
+    from transformers import XLMRobertaTokenizer
+
+    stock = XLMRobertaTokenizer(tokenizer_file=real_tokenizer_json)
+    leads = [" ", "    ", "\t", "\t\t ", "\u3000", " \u00a0", "\ufeff", "\u200b", "\r\n  ", "  \n"]
+    texts = [leads[index % len(leads)] + line for index, line in enumerate(tokenizer_corpus[:200])]
+    texts += [f"{lead}{word} x" for lead in leads for word in ("「引用」", "-", "ｶﾞ", "Ⅻ")]  # lone "▁" pieces, expansions
+    words = [[word for word in text.split(" ") if word.strip()] for text in texts]  # "\tword" keeps its own
+    for inputs, split in ((texts, False), (words, True)):
+        options = {"return_offsets_mapping": True, "is_split_into_words": split}
+        ours, reference = real_tokenizer(inputs, **options), stock(inputs, **options)
+        agreeing = [row for row in range(len(inputs)) if ours["input_ids"][row] == reference["input_ids"][row]]
+        assert len(agreeing) >= 0.9 * len(inputs)
+        assert differences(ours, reference, len(inputs)) == []
+        if not split:  # the first piece starts at the last leading space, not at the word
+            indented = [row for row in agreeing if texts[row][:1] in (" ", "\t")]
+            assert len(indented) > 50
+            for row in indented:
+                assert ours["offset_mapping"][row][1][0] == len(texts[row]) - len(texts[row].lstrip()) - 1
+
+
+def test_a_tokenizer_saved_before_the_leading_space_rule_is_converted_again(real_tokenizer, tmp_path):
+    # An earlier version dropped the leading spaces in its pipeline (same ids, spans starting at the first word);
+    # its saved tokenizer.json is rebuilt from the sentencepiece model beside it, so both paths span alike.
+    import json
+
+    real_tokenizer.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "tokenizer.json").read_text(encoding="utf-8"))
+    steps = saved["normalizer"]["normalizers"]
+    assert steps[-1]["type"] == "Replace" and steps[-2]["type"] == "Prepend"
+    steps.pop()  # back to the earlier pipeline: leading spaces removed, then the dummy prefix
+    steps[1]["pattern"]["Regex"] = "\\A +|" + steps[1]["pattern"]["Regex"]
+    (tmp_path / "tokenizer.json").write_text(json.dumps(saved), encoding="utf-8")
+    texts = ["   indented line", "\tTab", "plain text"] * 20
+    reloaded = XLMRTokenizerFast.from_pretrained(str(tmp_path), verify_with_sentencepiece=False)
+    expected = real_tokenizer(texts, return_offsets_mapping=True)
+    assert reloaded(texts, return_offsets_mapping=True)["offset_mapping"] == expected["offset_mapping"]
+    assert [expected["offset_mapping"][row][1][0] for row in range(3)] == [2, 0, 0]  # the last leading space
+
+
 def test_small_batches_ask_the_pipeline_and_rows_stay_the_same(real_tokenizer, pipeline_only, tokenizer_corpus):
     # The default policy: fewer than FEWEST_NATIVE_ROWS rows are built by the `tokenizers` pipeline (checked against
     # sentencepiece's ids), from there on spanned from sentencepiece's pieces; the rows are the same either way.
