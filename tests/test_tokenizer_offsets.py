@@ -192,7 +192,8 @@ def test_indented_text_is_spanned_as_transformers_spans_it(real_tokenizer, real_
     stock = XLMRobertaTokenizer(tokenizer_file=real_tokenizer_json)
     leads = [" ", "    ", "\t", "\t\t ", "\u3000", " \u00a0", "\ufeff", "\u200b", "\r\n  ", "  \n"]
     texts = [leads[index % len(leads)] + line for index, line in enumerate(tokenizer_corpus[:200])]
-    texts += [f"{lead}{word} x" for lead in leads for word in ("「引用」", "-", "ｶﾞ", "Ⅻ")]  # lone "▁" pieces, expansions
+    # lone "▁" pieces, expanded characters
+    texts += [f"{lead}{word} x" for lead in leads for word in ("「引用」", "-", "ｶﾞ", "Ⅻ")]
     words = [[word for word in text.split(" ") if word.strip()] for text in texts]  # "\tword" keeps its own
     for inputs, split in ((texts, False), (words, True)):
         options = {"return_offsets_mapping": True, "is_split_into_words": split}
