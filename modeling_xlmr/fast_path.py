@@ -124,8 +124,9 @@ class PreparedLinear:
         outputs = F.linear(inputs, self.weight, self.bias)
         return F.gelu(outputs) if gelu else outputs
 
-    def add(self, inputs: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        """inputs @ W^T + b + residual, the residual added inside the GEMM's epilogue on CPU."""
+    def add(self, inputs: torch.Tensor, residual: torch.Tensor, scratch: bool = False) -> torch.Tensor:
+        """inputs @ W^T + b + residual, the residual added inside the GEMM's epilogue on CPU (`scratch`: see
+        `Int8Linear.quantize_activations`; float GEMMs need no scratch)."""
         if self.onednn:
             gemm = torch.ops.mkldnn._linear_pointwise.binary
             return self._in_row_chunks(
@@ -301,10 +302,12 @@ def fast_layer_forward(layer: nn.Module, hidden_states: torch.Tensor, packed: Pa
     context = packed_qkv_attention(qkv, packed, attention.num_attention_heads, attention.scaling)
     if extra_rows:
         context = F.pad(context, (0, 0, 0, extra_rows))
-    hidden_states = layer.attention.output.LayerNorm(prepared.attention_output.add(context, hidden_states))
+    # `context` and (below) `intermediate` are dead after their projection: an int8 one may quantize them in place
+    attention_output = prepared.attention_output.add(context, hidden_states, scratch=True)
+    hidden_states = layer.attention.output.LayerNorm(attention_output)
 
     if attention.config.hidden_act == "gelu":  # exact erf GELU, the one oneDNN fuses
         intermediate = prepared.ffn_up(hidden_states, gelu=True)
     else:
         intermediate = layer.intermediate.intermediate_act_fn(prepared.ffn_up(hidden_states))
-    return layer.output.LayerNorm(prepared.ffn_down.add(intermediate, hidden_states))[:num_tokens]
+    return layer.output.LayerNorm(prepared.ffn_down.add(intermediate, hidden_states, scratch=True))[:num_tokens]

@@ -90,7 +90,10 @@ def test_activation_codes_are_exactly_rounded_per_token(width):
     steps = torch.arange(-2 * levels, 2 * levels + 1, dtype=torch.float32) / 2  # every level and every half
     inputs[0, : steps.numel()] = steps
     inputs[0, steps.numel() :] = 0
+    scratch = inputs.clone()  # the rounding may also run in the inputs' own memory, with the same codes
     codes, token_scale = linear.quantize_activations(inputs)
+    scratch_codes, scratch_scale = linear.quantize_activations(scratch, scratch=True)
+    assert torch.equal(scratch_codes, codes) and torch.equal(scratch_scale, token_scale)
     assert codes.dtype == torch.uint8 and token_scale.shape == (256, 1)
     assert torch.allclose(token_scale[:, 0], inputs.abs().amax(dim=1) / levels, rtol=1e-6, atol=0)
     exact = torch.round(inputs.double() * token_scale.reciprocal().double()) + zero_point
