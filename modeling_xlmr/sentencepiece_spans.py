@@ -178,8 +178,9 @@ class PieceSpans:
         position, mapped, unit_of, refused = self._kept_characters(text, lengths, code, unit_of, position)
         kept_count = np.bincount(unit_of, minlength=len(chosen))
         leading = np.zeros(len(chosen), bool)
-        first_kept = exclusive_sum(kept_count)[kept_count > 0]
-        leading[unit_of[first_kept]] = mapped[first_kept] == 32
+        if self._rule is not None:  # spaces removed and the leading one kept as "▁" (else every space is kept)
+            first_kept = exclusive_sum(kept_count)[kept_count > 0]
+            leading[unit_of[first_kept]] = mapped[first_kept] == 32
         mapped = np.where(mapped == 32, ord(SPACE_SYMBOL), mapped)
         dummy = (~leading).astype(np.int64)
         # what the pieces spell, against the normalized text, unit by unit
