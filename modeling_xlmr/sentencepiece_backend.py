@@ -129,7 +129,7 @@ class SentencePieceReference:
         if not pieces or not pieces[0].startswith("\u2581"):
             return pieces, offsets
         first = origin[1] if len(origin) > 1 else 0  # where the first kept character is
-        if first > 0 and self.piece_spans.is_space(text[first - 1]):
+        if first > 0 and self.normalizer.normalize(f"a{text[first - 1]}a") == "\u2581a\u2581a":  # made a space
             # the dummy "▁" stands for the last of the spaces sentencepiece dropped before the first word, as
             # in the `tokenizers` pipeline (sentencepiece_conversion._LEADING_SPACE; sentencepiece_spans agrees)
             offsets[0] = (start + first - 1, start + first if pieces[0] == "\u2581" else offsets[0][1])

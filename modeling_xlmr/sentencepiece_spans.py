@@ -137,11 +137,6 @@ class PieceSpans:
         spaced, changed = self._rule.changes(units)
         return changed, [index for index in spaced - changed if units[index]]  # "" has no span to move
 
-    def is_space(self, character: str) -> bool:
-        """Whether the normalizer makes `character` a space (" ", tabs, newlines, U+3000...)."""
-        code = ord(character)
-        return code == 32 or (code < 0x10000 and self._space_codes[code] == 32)
-
     @functools.cached_property
     def _space_codes(self) -> np.ndarray:
         """`table` as an array over the BMP (it maps no other character), code point to code point, with every
