@@ -171,7 +171,7 @@ class Int8Linear:
         rows = inputs.shape[0]
         if rows > SMALL_ROWS or not _fbgemm_available():
             return self._gemm(inputs, scratch)
-        key = (self.shape, rows)
+        key = (self.shape, -(-rows // _CHOICE_ROWS))  # neighbouring counts share one measurement
         use_fbgemm = _FEW_ROWS_CHOICE.get(key)
         if use_fbgemm is None:
             use_fbgemm = _FEW_ROWS_CHOICE[key] = _faster(self._gemm_few_rows, self._gemm, inputs)
@@ -188,15 +188,20 @@ class Int8Linear:
         return self._outputs(inputs, scratch).add_(residual).to(residual.dtype)
 
 
-# (weight shape, rows) -> whether fbgemm's GEMM measured faster than oneDNN's for it
+# (weight shape, rows // _CHOICE_ROWS rounded up) -> whether fbgemm's GEMM measured faster than oneDNN's there.
+# Few rows run at their own count (`fast_path.bucketed_rows`); the faster backend does not change from one count
+# to the next, and each measurement costs a dozen GEMM calls on first use.
 _FEW_ROWS_CHOICE: dict[tuple, bool] = {}
+_CHOICE_ROWS = 16
 
 
 def _faster(candidate, incumbent, inputs: torch.Tensor) -> bool:
-    """Whether `candidate(inputs)` runs clearly faster than `incumbent(inputs)`: best of four interleaved calls each
-    (the first ones build the kernels, so they are never the best)."""
+    """Whether `candidate(inputs)` runs clearly faster than `incumbent(inputs)`: best of six interleaved calls each
+    (the first ones build the kernels, so they are never the best). Decided once per shape, during a model's first
+    forward, when the weights are cold and the process may still be settling: with four calls a Zen 4 once kept
+    oneDNN for the fused QKV at 12 rows (135 us a call against fbgemm's 92)."""
     timings = {candidate: float("inf"), incumbent: float("inf")}
-    for _ in range(4):
+    for _ in range(6):
         for gemm in (candidate, incumbent):
             start = time.perf_counter()
             gemm(inputs)

@@ -228,7 +228,8 @@ def test_row_buckets_waste_at_most_a_sixteenth_and_keep_few_shapes():
     sizes = range(1, 16385)
     buckets = [fast_path.bucketed_rows(n) for n in sizes]
     assert all(n <= b <= n + max(15, n // 16) for n, b in zip(sizes, buckets))
-    assert len(set(buckets)) <= 128  # oneDNN caches 1024 kernels: 4 GEMM shapes per bucket fit
+    assert buckets[:64] == list(range(1, 65)), "a few rows (a query) run unpadded"
+    assert len(set(buckets)) <= 256  # oneDNN caches 1024 kernels: 4 GEMM shapes per bucket fit
 
 
 def test_packed_batch_slices_are_runs_of_whole_sequences_under_the_token_limit():
