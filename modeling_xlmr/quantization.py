@@ -14,9 +14,11 @@
 
 * Few rows (a batch of one, a short query: up to `SMALL_ROWS`) are bound by reading the weights, where oneDNN's
   int8 GEMM is slow without VNNI (measured on a Zen 3: slower than its fp32 GEMM). There fbgemm's dynamic int8
-  GEMM (torch's x86 quantized engine; the same int8 weights, prepacked on first use) is timed against oneDNN once
-  per shape and row count and used where it is faster (4x on that Zen 3). It quantises the activations with one
-  scale for all rows, which for so few rows is one scale per text.
+  GEMM (torch's x86 quantized engine; the same int8 weights, prepacked on first use) is the default there: it
+  measured faster at every shape up to 48 rows on a Zen 3 (4x), a Zen 4 and a Zen 5 (1.2-3x; 1.16x the feed-forward
+  at 48 rows). oneDNN is timed against it once per shape and row range and takes over only where clearly faster
+  (AMX may be such a case). fbgemm quantises the activations with one scale for all rows, which for so few rows
+  is one scale per text.
 
 LayerNorm, softmax and attention stay in the model's float dtype. Which projections run int8 is set per
 layer (`set_int8_projections`): trained transformers hide activation outliers in the feed-forward down
@@ -172,10 +174,10 @@ class Int8Linear:
         if rows > SMALL_ROWS or not _fbgemm_available():
             return self._gemm(inputs, scratch)
         key = (self.shape, -(-rows // _CHOICE_ROWS))  # neighbouring counts share one measurement
-        use_fbgemm = _FEW_ROWS_CHOICE.get(key)
-        if use_fbgemm is None:
-            use_fbgemm = _FEW_ROWS_CHOICE[key] = _faster(self._gemm_few_rows, self._gemm, inputs)
-        return self._gemm_few_rows(inputs) if use_fbgemm else self._gemm(inputs)
+        use_onednn = _FEW_ROWS_CHOICE.get(key)
+        if use_onednn is None:  # fbgemm unless oneDNN is clearly faster: a near tie, decided by noise, keeps fbgemm
+            use_onednn = _FEW_ROWS_CHOICE[key] = _faster(self._gemm, self._gemm_few_rows, inputs)
+        return self._gemm(inputs) if use_onednn else self._gemm_few_rows(inputs)
 
     def __call__(self, inputs: torch.Tensor, gelu: bool = False) -> torch.Tensor:
         outputs = self._outputs(inputs)
@@ -188,7 +190,7 @@ class Int8Linear:
         return self._outputs(inputs, scratch).add_(residual).to(residual.dtype)
 
 
-# (weight shape, rows // _CHOICE_ROWS rounded up) -> whether fbgemm's GEMM measured faster than oneDNN's there.
+# (weight shape, rows // _CHOICE_ROWS rounded up) -> whether oneDNN's GEMM measured clearly faster than fbgemm's.
 # Few rows run at their own count (`fast_path.bucketed_rows`); the faster backend does not change from one count
 # to the next, and each measurement costs a dozen GEMM calls on first use.
 _FEW_ROWS_CHOICE: dict[tuple, bool] = {}
