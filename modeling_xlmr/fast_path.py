@@ -283,8 +283,8 @@ def bucketed_rows(num_rows: int) -> int:
     token count, and building costs several times the bf16 GEMM itself, so rows are padded to a
     bucket and the shapes repeat. A few rows (a query, one short text) are bound by reading the weights,
     where the padded rows are not free: measured on a 2-core Zen 4, xlmr.base's 48 GEMMs at 12 rows
-    against 16: fp32 oneDNN 15.4 / 17.6 ms, int8 fbgemm 5.3 / 7.9 ms; while building the 48 kernels
-    of a new small row count costs ~4 ms once. So those run at their own count (64 more shapes).
+    against 16: fp32 oneDNN 15.4 / 17.6 ms, bf16 8.8 / 10.2 ms, int8 fbgemm 5.3 / 7.9 ms; while a new
+    small row count's kernels (4 shapes) cost ~2-4 ms once. So those run at their own count (64 more shapes).
     """
     if num_rows <= _EXACT_ROWS:
         return num_rows
