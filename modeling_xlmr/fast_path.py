@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .packing import PackedBatch, packed_qkv_attention
-from .quantization import Int8Linear, int8_usable
+from .quantization import SMALL_ROWS, Int8Linear, int8_usable
 
 # oneDNN's prepacked layout is tuned for a row count; any count works, this one is a typical packed batch.
 _ROWS_HINT = 1024
@@ -276,7 +276,7 @@ def _raise_heap_thresholds() -> None:
 
 
 def bucketed_rows(num_rows: int) -> int:
-    """`num_rows` itself up to `_EXACT_ROWS`, above that rounded up to a multiple of 16 or of 1/16 of its
+    """`num_rows` itself up to `quantization.SMALL_ROWS`, above that rounded up to a multiple of 16 or of 1/16 of its
     power of two, whichever is larger.
 
     oneDNN builds (JIT-compiles) a kernel per GEMM shape and caches it; every packed batch has a new
@@ -286,13 +286,10 @@ def bucketed_rows(num_rows: int) -> int:
     against 16: fp32 oneDNN 15.4 / 17.6 ms, bf16 8.8 / 10.2 ms, int8 fbgemm 5.3 / 7.9 ms; while a new
     small row count's kernels (4 shapes) cost ~2-4 ms once. So those run at their own count (64 more shapes).
     """
-    if num_rows <= _EXACT_ROWS:
+    if num_rows <= SMALL_ROWS:  # the few rows that read the weights more than they compute
         return num_rows
     step = max(16, 1 << max(num_rows.bit_length() - 5, 0))
     return -(-num_rows // step) * step
-
-
-_EXACT_ROWS = 64
 
 
 def fast_layer_forward(layer: nn.Module, hidden_states: torch.Tensor, packed: PackedBatch) -> torch.Tensor:
