@@ -92,6 +92,11 @@ def set_int8_projections(layers: nn.ModuleList, exclude: tuple[str, ...] | list[
         )
 
 
+def runs_int8(layers: nn.ModuleList) -> bool:
+    """Whether any of `layers` has projections marked for int8 (`set_int8_projections`)."""
+    return any(getattr(layer, "int8_projections", None) for layer in layers)
+
+
 def _parse_exclusion(entry: str, num_layers: int) -> tuple[int | None, str | None]:
     parts = str(entry).split(".")
     if len(parts) == 1 and parts[0] in PROJECTIONS:
@@ -226,4 +231,11 @@ def _quantized_engine(engine: str):
         torch.backends.quantized.engine = saved
 
 
-__all__ = ["PROJECTIONS", "Int8Linear", "activation_levels", "int8_unavailable_reason", "set_int8_projections"]
+__all__ = [
+    "PROJECTIONS",
+    "Int8Linear",
+    "activation_levels",
+    "int8_unavailable_reason",
+    "runs_int8",
+    "set_int8_projections",
+]

@@ -200,3 +200,24 @@ def test_cli_and_hub_interface_dtype_int8_write_vectors_within_the_bound(repo, t
 
     status, stderr = run_xlmr(capsys, *common, "--output", tmp_path / "x.npy", "--dtype", "int4")
     assert_one_line_error(status, stderr, "unsupported dtype 'int4'", "int8", command="extract")
+
+
+def test_hub_int8_runs_int8_on_fairseqs_plain_calls(repo):
+    # fairseq users call extract_features / predict with autograd on; there the fast path steps aside, so an int8
+    # hub runs them without autograd (int8 GEMMs have none) rather than quietly in fp32.
+    fp32, int8 = XLMRHubInterface.from_pretrained(str(repo)), XLMRHubInterface.from_pretrained(str(repo), dtype="int8")
+    tokens = int8.encode(TEXTS[0])
+    assert torch.is_grad_enabled()
+    expected, actual = fp32.extract_features(tokens), int8.extract_features(tokens)
+    assert expected.requires_grad and not actual.requires_grad  # fp32 keeps fairseq's autograd
+    similarity = token_cosine(actual[0], expected[0].detach())
+    assert similarity.min() >= 0.999 and not torch.equal(actual, expected), similarity
+    assert int8_layers(int8.model) == [set(PROJECTIONS)] * 2
+    for hub in (fp32, int8):
+        torch.manual_seed(0)
+        hub.register_classification_head("topic", num_classes=3)
+    # the head (float) still has autograd: a head can be trained on int8 features
+    log_probabilities = int8.predict("topic", tokens).detach()
+    torch.testing.assert_close(log_probabilities, fp32.predict("topic", tokens).detach(), atol=0.05, rtol=0)
+    features = int8.extract_features(tokens)
+    assert torch.equal(int8.predict("topic", tokens, return_logits=True), int8.classification_heads["topic"](features))

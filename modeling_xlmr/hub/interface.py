@@ -16,6 +16,7 @@ instead of spaCy, returning a `WordFeatures` instead of a spaCy `Doc`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -27,6 +28,7 @@ from ..configuration_xlmr import max_sequence_length
 from ..inference import batching
 from ..inference.engine import InferenceEngine, evaluating
 from ..modeling_xlmr import XLMRClassificationHead, XLMRModel
+from ..quantization import runs_int8
 from .alignment import WordFeatures, word_alignment_matrix, words_with_spans
 from .heads import default_head, label_names
 from .loading import load_repo
@@ -63,8 +65,9 @@ class XLMRHubInterface(nn.Module):
 
         `device_map` (e.g. ``"auto"``) places the model through Accelerate; `dtype` is ``"fp32"``,
         ``"fp16"``, ``"bf16"`` (or their long names) or a torch dtype, or ``"int8"``: fp32 weights whose
-        encoder projections run as int8 GEMMs on CPU (`XLMRPreTrainedModel.quantize_for_inference`). Heads
-        converted from fairseq are registered under their fairseq names.
+        encoder projections run as int8 GEMMs on CPU (`XLMRPreTrainedModel.quantize_for_inference`); its
+        features then come without autograd, which int8 GEMMs do not have. Heads converted from fairseq are
+        registered under their fairseq names.
         """
         repo = load_repo(
             name_or_path, device_map=device_map, dtype=parse_dtype(dtype), revision=revision, **model_kwargs
@@ -181,9 +184,14 @@ class XLMRHubInterface(nn.Module):
     def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, output_hidden_states: bool = False):
         # This package's encoder skips padding entirely (packed path); a stock one gets the mask only.
         packed = {"unpad_inputs": True} if isinstance(self.backbone, XLMRModel) else {}
-        return self.backbone(
-            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=output_hidden_states, **packed
-        )
+        # int8 GEMMs have no gradient, and under autograd the fast path (int8 with it) steps aside for the float
+        # modules: fairseq's plain `extract_features(tokens)` on a hub loaded with dtype="int8" would quietly run
+        # fp32. An int8 encoder in eval mode therefore runs without autograd here, as its dtype asked.
+        int8 = bool(packed) and not self.backbone.training and runs_int8(self.backbone.encoder.layer)
+        with torch.no_grad() if int8 else contextlib.nullcontext():
+            return self.backbone(
+                input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=output_hidden_states, **packed
+            )
 
     def register_classification_head(
         self, name: str, num_classes: int | None = None, inner_dim: int | None = None, **kwargs
