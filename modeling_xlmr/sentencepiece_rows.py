@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from itertools import chain
+from itertools import chain, compress
 from typing import Any
 
 import numpy as np
@@ -342,13 +342,16 @@ class LazyBatch:
         if not rows:
             return None, {}
         pieces, counts, kept, words = self._pieces_of_texts(rows)
-        texts_per_row = np.fromiter((len(self.items[row]) for row in rows), np.int64, len(rows))
+        # C-level iteration over the rows (a generator per row costs more than the numpy work of a short batch)
+        texts_per_row = np.fromiter(map(len, map(self.items.__getitem__, rows)), np.int64, len(rows))
         text_row = np.repeat(np.arange(len(rows)), texts_per_row)
         row_kept = np.bincount(text_row, weights=~kept, minlength=len(rows)) == 0
         # what each text keeps: a single text all the row has room for (cut as truncation says), a pair all of it
-        special = 2 if self.add_special_tokens else 0
-        room = np.fromiter((self.row_lengths[row] - special for row in rows), np.int64, len(rows))
-        windows = np.where(texts_per_row[text_row] == 1, np.minimum(room[text_row], counts), counts)
+        windows = counts
+        if self.truncation:  # without truncation every row has room for all its pieces
+            special = 2 if self.add_special_tokens else 0
+            room = np.fromiter(map(self.row_lengths.__getitem__, rows), np.int64, len(rows)) - special
+            windows = np.where(texts_per_row[text_row] == 1, np.minimum(room[text_row], counts), counts)
         if row_kept.all() and (windows == counts).all():
             chosen = slice(None)  # every piece of every text
         else:
@@ -356,8 +359,10 @@ class LazyBatch:
             if self.truncation and self.truncation["direction"] == "left":
                 place -= np.repeat(counts - windows, counts)
             chosen = (place >= 0) & (place < np.repeat(windows, counts)) & np.repeat(row_kept[text_row], counts)
-        length = self.length or 0
-        missing = np.fromiter((max(length - self.row_lengths[row], 0) for row in rows), np.int64, len(rows))
+        missing = np.zeros(len(rows), np.int64)
+        if self.length:  # padded: each row's pad positions
+            row_lengths = np.fromiter(map(self.row_lengths.__getitem__, rows), np.int64, len(rows))
+            missing = np.maximum(self.length - row_lengths, 0)
         direction, pad_token = (self.padding["direction"], self.padding["pad_token"]) if self.padding else ("right", "")
         kept_texts = row_kept[text_row]
         native = NativeRows(
@@ -372,16 +377,16 @@ class LazyBatch:
             (windows < counts)[kept_texts],
             self.backend._reference.piece_spans.token_array,
         )
-        kept_rows = [row for row, keep in zip(rows, row_kept.tolist()) if keep]
-        return native, {row: position for position, row in enumerate(kept_rows)}
+        kept_rows = rows if row_kept.all() else list(compress(rows, row_kept.tolist()))
+        return native, dict(zip(kept_rows, range(len(kept_rows))))
 
     def _pieces_of_texts(self, rows: list[int]) -> tuple[UnitPieces, np.ndarray, np.ndarray, Callable[[], np.ndarray]]:
         """The pieces of the rows' texts (flat, in order), how many each text has, whether each text's spans are
         right, and a function making each piece's word: for pre-split words the word it came from (its spans are
         within that word), else where Metaspace splits the text."""
         spans_of = self.backend._reference.piece_spans
-        texts = [text for row in rows for text in self.items[row]]
-        text_ids = [ids for row in rows for ids in self.parts[row]]
+        texts = list(chain.from_iterable(map(self.items.__getitem__, rows)))
+        text_ids = list(chain.from_iterable(map(self.parts.__getitem__, rows)))
         ids = np.fromiter(chain.from_iterable(text_ids), np.int64, sum(map(len, text_ids)))
         if not self.pretokenized:
             pieces = spans_of.pieces_of(texts, ids, np.fromiter(map(len, text_ids), np.int64, len(text_ids)))
@@ -429,4 +434,3 @@ def pad_arguments(padding: dict) -> dict:
 
 
 __all__ = ["LazyBatch", "NativeRows", "SentencePieceEncoding", "pad_arguments", "template_state"]
-
