@@ -136,7 +136,11 @@ def ctranslate2_runner(stock: XLMRobertaModel, workdir: str) -> Callable | None:
         print(f"  (CTranslate2 cannot convert this model: {type(error).__name__}: {str(error).splitlines()[0][:200]})")
         return None
     print(f"  converted for CTranslate2 {ctranslate2.__version__} in {time.perf_counter() - start:.0f}s")
-    return CTranslate2Process(ct2_dir, torch.get_num_threads())
+    try:
+        return CTranslate2Process(ct2_dir, torch.get_num_threads())
+    except (RuntimeError, EOFError, OSError) as error:  # the worker could not load the model, or died
+        print(f"  (CTranslate2's worker process did not start: {type(error).__name__}: {error})")
+        return None
 
 
 class CTranslate2Process:
@@ -165,8 +169,7 @@ class CTranslate2Process:
         return answer
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        (hidden,) = self._ask("run", [_rows(input_ids, attention_mask)], 0)[1]
-        return torch.nn.functional.pad(torch.from_numpy(hidden), (0, 0, 0, input_ids.shape[1] - hidden.shape[1]))
+        return self.timed_pass([(input_ids, attention_mask)])[1][0]
 
     def timed_pass(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[float, list[torch.Tensor]]:
         """Seconds for one pass over all batches, timed in the worker, and each batch's states (padded like it)."""

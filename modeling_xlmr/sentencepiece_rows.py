@@ -347,10 +347,11 @@ class LazyBatch:
         text_row = np.repeat(np.arange(len(rows)), texts_per_row)
         row_kept = np.bincount(text_row, weights=~kept, minlength=len(rows)) == 0
         # what each text keeps: a single text all the row has room for (cut as truncation says), a pair all of it
+        if self.truncation or self.length:  # only truncation and padding need each row's length
+            row_lengths = np.fromiter(map(self.row_lengths.__getitem__, rows), np.int64, len(rows))
         windows = counts
         if self.truncation:  # without truncation every row has room for all its pieces
-            special = 2 if self.add_special_tokens else 0
-            room = np.fromiter(map(self.row_lengths.__getitem__, rows), np.int64, len(rows)) - special
+            room = row_lengths - (2 if self.add_special_tokens else 0)
             windows = np.where(texts_per_row[text_row] == 1, np.minimum(room[text_row], counts), counts)
         if row_kept.all() and (windows == counts).all():
             chosen = slice(None)  # every piece of every text
@@ -361,7 +362,6 @@ class LazyBatch:
             chosen = (place >= 0) & (place < np.repeat(windows, counts)) & np.repeat(row_kept[text_row], counts)
         missing = np.zeros(len(rows), np.int64)
         if self.length:  # padded: each row's pad positions
-            row_lengths = np.fromiter(map(self.row_lengths.__getitem__, rows), np.int64, len(rows))
             missing = np.maximum(self.length - row_lengths, 0)
         direction, pad_token = (self.padding["direction"], self.padding["pad_token"]) if self.padding else ("right", "")
         kept_texts = row_kept[text_row]
