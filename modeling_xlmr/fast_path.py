@@ -33,34 +33,43 @@ _ROWS_HINT = 1024
 _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 
 
-def fast_path_applies(layer: nn.Module, hidden_states: torch.Tensor, packed: PackedBatch | None) -> bool:
-    """The prepared kernels are used for packed inference only (training and autograd keep plain modules),
-    and only where they compute exactly what the layer's modules would (`prepared_weights_are_exact`).
-    Under autocast (Trainer's `bf16=True` evaluation) each module picks its own dtype, which prepared
-    weights cannot follow, so the layer's modules run instead."""
-    return (
-        packed is not None
-        and not layer.training
-        and not torch.is_grad_enabled()
-        and not torch.is_autocast_enabled(hidden_states.device.type)
-        and prepared_weights_are_exact(layer)
-    )
+def prepared_for_inference(
+    layer: nn.Module, hidden_states: torch.Tensor, packed: PackedBatch | None
+) -> PreparedLayer | None:
+    """The layer's prepared weights where its packed forward can run on them, else None (its modules run).
+
+    The prepared kernels serve packed inference only (training and autograd keep plain modules), and only where
+    they compute exactly what the layer's modules would (`exact_projections`). Under autocast (Trainer's
+    `bf16=True` evaluation) each module picks its own dtype, which prepared weights cannot follow, so the
+    layer's modules run instead. Asked of every layer on every call: plain attribute reads, one pass over the
+    projections for both the check and the fingerprint."""
+    if (
+        packed is None
+        or layer.training
+        or torch.is_grad_enabled()
+        or torch.is_autocast_enabled(hidden_states.device.type)
+    ):
+        return None
+    projections = exact_projections(layer)
+    return None if projections is None else prepared_layer(layer, projections)
 
 
-def prepared_weights_are_exact(layer: nn.Module) -> bool:
-    """Prepared weights read each projection's `weight` and `bias` directly, bypassing the module's call.
+def exact_projections(layer: nn.Module) -> tuple | None:
+    """The layer's six projections when prepared weights compute exactly what they do, else None.
+
+    Prepared weights read each projection's `weight` and `bias` directly, bypassing the module's call.
     That is its real computation only for a plain `nn.Linear` whose tensors are really there: not a
     wrapped or replaced linear (PEFT/LoRA adapters, quantized or custom layers), not one with hooks or
     parametrizations, not weights that Accelerate offloads or keeps on the meta device. Anything else
-    runs the layer's own modules on the packed tokens. Asked of every layer on every call, so kept to
-    plain attribute reads."""
+    runs the layer's own modules on the packed tokens."""
     if _has_hooks(layer):
-        return False
-    for linear in _projections(layer):
+        return None
+    projections = _projections(layer)
+    for linear in projections:
         # a parametrized linear (torch.nn.utils.parametrize) is given its own class, ParametrizedLinear
-        if type(linear) is not nn.Linear or _has_hooks(linear) or linear.weight.is_meta:
-            return False
-    return True
+        if type(linear) is not nn.Linear or _has_hooks(linear) or linear._parameters["weight"].is_meta:
+            return None
+    return projections
 
 
 def _projections(layer: nn.Module) -> tuple:
@@ -119,7 +128,7 @@ class PreparedLinear:
         """inputs @ W^T + b, optionally followed by exact (erf) GELU."""
         if self.onednn:
             epilogue = ("gelu", [], "none") if gelu else ("none", [], "")
-            gemm = torch.ops.mkldnn._linear_pointwise
+            gemm = torch.ops.mkldnn._linear_pointwise.default  # an overload: the packet's dispatch checks cost ~2 us
             return self._in_row_chunks(lambda rows: gemm(rows, self.weight, self.bias, *epilogue), inputs, epilogue[0])
         outputs = F.linear(inputs, self.weight, self.bias)
         return F.gelu(outputs) if gelu else outputs
@@ -137,6 +146,8 @@ class PreparedLinear:
 
     def _in_row_chunks(self, gemm, inputs: torch.Tensor, epilogue: str, *row_aligned: torch.Tensor) -> torch.Tensor:
         """`gemm` over all rows at once, or chunk by chunk where that measured faster for this shape."""
+        if inputs.shape[0] < 2 * _CHUNK_ROWS:  # too few rows for two chunks (`_fastest_chunking`)
+            return gemm(inputs, *row_aligned)
         key = (self.shape, inputs.dtype, epilogue, inputs.shape[0] // _CHOICE_GRANULARITY)
         chunk_rows = _CHUNK_CHOICE.get(key)
         if chunk_rows is None:
@@ -185,42 +196,55 @@ class PreparedLayer:
     attention_output: PreparedLinear | Int8Linear
     ffn_up: PreparedLinear | Int8Linear
     ffn_down: PreparedLinear | Int8Linear
+    # read from the layer when prepared, as its modules were built: not looked up again on every call
+    num_heads: int
+    scaling: float
+    exact_gelu: bool  # the activation is exact (erf) GELU, which the up projection's epilogue applies
 
 
 _PREPARED: weakref.WeakKeyDictionary[nn.Module, PreparedLayer] = weakref.WeakKeyDictionary()
 
 
-def _fingerprint(layer: nn.Module) -> tuple:
-    # The projections' tensors are all that is prepared (LayerNorms run as modules). `_version` moves on
+def _fingerprint(projections: tuple) -> tuple:
+    # The projections' tensors are all that is prepared (LayerNorms run as they are). `_version` moves on
     # most in-place writes (load_state_dict's copy_, plain optimizer steps); data_ptr, dtype and device
     # move when parameters are replaced (`.to()`, `.data = ...`, a new Parameter or module). Fused
     # optimizers (torch's fused AdamW, Trainer's default) update weights without moving `_version`:
     # gradients are the signal there (`_forget_when_trained`). Parameters created under inference_mode
-    # have no version counter: only replacing them is seen. Read per layer on every call: the
-    # projections are looked up directly (`layer.parameters()` walks every submodule, at several times the cost).
+    # have no version counter: only replacing them is seen. Read per layer on every call, from each
+    # linear's `_parameters` (its weight and bias; `nn.Module.__getattr__` per tensor costs 5x the reads).
     return tuple(
         None
         if tensor is None
         else (tensor.data_ptr(), -1 if tensor.is_inference() else tensor._version, tensor.dtype, tensor.device)
-        for linear in _projections(layer)
-        for tensor in (linear.weight, linear.bias)
+        for linear in projections
+        for tensor in linear._parameters.values()
     )
 
 
-def prepared_layer(layer: nn.Module) -> PreparedLayer:
-    # `int8_projections` (quantization.set_int8_projections) names the projections that run int8.
-    int8 = getattr(layer, "int8_projections", frozenset())
-    fingerprint = (_fingerprint(layer), torch.backends.mkldnn.enabled, int8)
+def prepared_layer(layer: nn.Module, projections: tuple | None = None) -> PreparedLayer:
+    """The layer's prepared weights (`projections`: its `_projections`, when the caller has them), made again
+    whenever a source tensor, the int8 choice or oneDNN's switch changed."""
+    if projections is None:
+        projections = _projections(layer)
+    # `int8_projections` (quantization.set_int8_projections) names the projections that run int8; read from the
+    # instance's dict, where a plain attribute lives (a missing one would cost `nn.Module.__getattr__`'s raise)
+    int8 = layer.__dict__.get("int8_projections", frozenset())
+    fingerprint = (_fingerprint(projections), torch.backends.mkldnn.enabled, int8)
     prepared = _PREPARED.get(layer)
     if prepared is None or prepared.fingerprint != fingerprint:
+        query, key, value, attention_output, ffn_up, ffn_down = projections
         attention = layer.attention.self
         with torch.no_grad():
             prepared = PreparedLayer(
                 fingerprint=fingerprint,
-                qkv=_prepare([attention.query, attention.key, attention.value], "qkv" in int8),
-                attention_output=_prepare([layer.attention.output.dense], "attention_output" in int8),
-                ffn_up=_prepare([layer.intermediate.dense], "ffn_up" in int8),
-                ffn_down=_prepare([layer.output.dense], "ffn_down" in int8),
+                qkv=_prepare([query, key, value], "qkv" in int8),
+                attention_output=_prepare([attention_output], "attention_output" in int8),
+                ffn_up=_prepare([ffn_up], "ffn_up" in int8),
+                ffn_down=_prepare([ffn_down], "ffn_down" in int8),
+                num_heads=attention.num_attention_heads,
+                scaling=attention.scaling,
+                exact_gelu=attention.config.hidden_act == "gelu",
             )
         _PREPARED[layer] = prepared
         _forget_when_trained(layer)
@@ -292,28 +316,44 @@ def bucketed_rows(num_rows: int) -> int:
     return -(-num_rows // step) * step
 
 
-def fast_layer_forward(layer: nn.Module, hidden_states: torch.Tensor, packed: PackedBatch) -> torch.Tensor:
-    """One post-LN transformer layer on packed (tokens, hidden) states, same math as `XLMRLayer.forward`."""
+def fast_layer_forward(
+    layer: nn.Module, hidden_states: torch.Tensor, packed: PackedBatch, prepared: PreparedLayer | None = None
+) -> torch.Tensor:
+    """One post-LN transformer layer on packed (tokens, hidden) states, same math as `XLMRLayer.forward`
+    (`prepared`: the layer's prepared weights, when the caller has them from `prepared_for_inference`)."""
     num_tokens = hidden_states.shape[0]
     if num_tokens == 0:
         return hidden_states
     if hidden_states.device.type == "cpu":
         _raise_heap_thresholds()
-    prepared = prepared_layer(layer)
+    if prepared is None:
+        prepared = prepared_layer(layer)
     extra_rows = bucketed_rows(num_tokens) - num_tokens if prepared.qkv.onednn else 0
     if extra_rows:  # zero rows: every op is row-wise except attention, which only sees real tokens
         hidden_states = F.pad(hidden_states, (0, 0, 0, extra_rows))
-    attention = layer.attention.self
-    qkv = prepared.qkv(hidden_states)[:num_tokens]
-    context = packed_qkv_attention(qkv, packed, attention.num_attention_heads, attention.scaling)
+    qkv = prepared.qkv(hidden_states)
+    context = packed_qkv_attention(
+        qkv[:num_tokens] if extra_rows else qkv, packed, prepared.num_heads, prepared.scaling
+    )
     if extra_rows:
         context = F.pad(context, (0, 0, 0, extra_rows))
+    modules = layer._modules  # the same modules as `layer.output` etc., without `nn.Module.__getattr__`
     # `context` and (below) `intermediate` are dead after their projection: an int8 one may quantize them in place
     attention_output = prepared.attention_output.add(context, hidden_states, scratch=True)
-    hidden_states = layer.attention.output.LayerNorm(attention_output)
-
-    if attention.config.hidden_act == "gelu":  # exact erf GELU, the one oneDNN fuses
+    hidden_states = _layer_norm(modules["attention"]._modules["output"]._modules["LayerNorm"], attention_output)
+    if prepared.exact_gelu:  # the one oneDNN fuses
         intermediate = prepared.ffn_up(hidden_states, gelu=True)
     else:
-        intermediate = layer.intermediate.intermediate_act_fn(prepared.ffn_up(hidden_states))
-    return layer.output.LayerNorm(prepared.ffn_down.add(intermediate, hidden_states, scratch=True))[:num_tokens]
+        intermediate = modules["intermediate"].intermediate_act_fn(prepared.ffn_up(hidden_states))
+    output = prepared.ffn_down.add(intermediate, hidden_states, scratch=True)
+    output = _layer_norm(modules["output"]._modules["LayerNorm"], output)
+    return output[:num_tokens] if extra_rows else output
+
+
+def _layer_norm(module: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """`module(inputs)`; for a plain `nn.LayerNorm` without hooks, its own function called directly (on a few rows
+    the module call costs as much as the op: 11 against 6 us at 12 rows of 768)."""
+    if type(module) is not nn.LayerNorm or _has_hooks(module):
+        return module(inputs)
+    parameters = module._parameters
+    return torch.layer_norm(inputs, module.normalized_shape, parameters["weight"], parameters["bias"], module.eps)

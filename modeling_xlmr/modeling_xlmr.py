@@ -36,7 +36,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_xlmr import AUTO_MAP, XLMRConfig, copy_remote_code
-from .fast_path import clear_inference_cache, fast_layer_forward, fast_path_applies
+from .fast_path import clear_inference_cache, fast_layer_forward, prepared_for_inference
 from .packing import PackedBatch, is_tracing, packed_attention
 from .quantization import int8_unavailable_reason, set_int8_projections
 
@@ -257,8 +257,9 @@ class XLMRLayer(GradientCheckpointingLayer):
         self.output = XLMROutput(config)
 
     def forward(self, hidden_states, attention_mask=None, packed=None, output_attentions=False):
-        if fast_path_applies(self, hidden_states, packed):  # packed inference: fused, prepacked kernels (fast_path.py)
-            return fast_layer_forward(self, hidden_states, packed), None
+        prepared = prepared_for_inference(self, hidden_states, packed)
+        if prepared is not None:  # packed inference: fused, prepacked kernels (fast_path.py)
+            return fast_layer_forward(self, hidden_states, packed, prepared), None
         attention_output, attn_weights = self.attention(hidden_states, attention_mask, packed, output_attentions)
         layer_output = self.output(self.intermediate(attention_output), attention_output)
         return layer_output, attn_weights

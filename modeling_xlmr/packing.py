@@ -78,7 +78,7 @@ class PackedBatch:
         return cls(
             token_indices=token_indices,
             attention_indices=token_indices,
-            position_in_sequence=torch.arange(seq_len, device=device).repeat(batch_size),
+            position_in_sequence=torch.arange(seq_len, device=device).expand(batch_size, seq_len).reshape(-1),
             key_mask=None,
             cu_seqlens=torch.arange(0, (batch_size + 1) * seq_len, max(seq_len, 1), dtype=torch.int32, device=device),
             max_seqlen=seq_len if batch_size else 0,

@@ -153,7 +153,7 @@ class Int8Linear:
     def _gemm(self, inputs: torch.Tensor, scratch: bool = False) -> torch.Tensor:
         """(inputs @ W^T) in fp32, per-token scale and bias applied."""
         codes, token_scale = self.quantize_activations(inputs, scratch)
-        outputs = torch.ops.onednn.qlinear_pointwise(
+        outputs = torch.ops.onednn.qlinear_pointwise.default(
             codes, 1.0, self.zero_point, self.weight, self.weight_scale, self.weight_zero_point,
             None, 1.0, 0, torch.float32, "none", [], "",
         )  # fmt: skip
@@ -172,7 +172,8 @@ class Int8Linear:
                 )
             with _quantized_engine("fbgemm"):  # the packed weight keeps the engine it was packed by
                 self._fbgemm_weight = torch.ops.quantized.linear_prepack(weight, self.bias)
-        return torch.ops.quantized.linear_dynamic(inputs.float().contiguous(), self._fbgemm_weight, self.levels < 127)
+        inputs = inputs.float().contiguous()
+        return torch.ops.quantized.linear_dynamic.default(inputs, self._fbgemm_weight, self.levels < 127)
 
     def _outputs(self, inputs: torch.Tensor, scratch: bool = False) -> torch.Tensor:
         rows = inputs.shape[0]
@@ -187,12 +188,13 @@ class Int8Linear:
     def __call__(self, inputs: torch.Tensor, gelu: bool = False) -> torch.Tensor:
         outputs = self._outputs(inputs)
         if gelu:
-            outputs = torch.ops.aten.gelu_(outputs)
-        return outputs.to(inputs.dtype)
+            outputs = torch.ops.aten.gelu_.default(outputs)
+        return outputs if outputs.dtype == inputs.dtype else outputs.to(inputs.dtype)
 
     def add(self, inputs: torch.Tensor, residual: torch.Tensor, scratch: bool = False) -> torch.Tensor:
         """inputs @ W^T + b + residual; `scratch` as in `quantize_activations`."""
-        return self._outputs(inputs, scratch).add_(residual).to(residual.dtype)
+        outputs = self._outputs(inputs, scratch).add_(residual)
+        return outputs if outputs.dtype == residual.dtype else outputs.to(residual.dtype)
 
 
 # (weight shape, rows // _CHOICE_ROWS rounded up) -> whether oneDNN's GEMM measured clearly faster than fbgemm's.

@@ -150,6 +150,33 @@ def test_replaced_hooked_or_parametrized_linears_step_aside(model, spy, change):
     assert (real(padded, mask) - real(unchanged, mask)).abs().max() > 1e-3
 
 
+class ShiftedLayerNorm(nn.LayerNorm):
+    """A custom LayerNorm: its forward is not the plain normalization."""
+
+    def forward(self, inputs):
+        return super().forward(inputs) + 0.25
+
+
+@pytest.mark.parametrize("change", ["custom_layer_norm", "forward_hook"])
+def test_prepared_layers_run_replaced_or_hooked_layer_norms_as_modules(model, spy, change):
+    """The prepared kernels call a plain LayerNorm's function directly; any other runs as its module would."""
+    subject = copy.deepcopy(model)
+    layer = subject.encoder.layer[-1]  # the last: no LayerNorm after it to normalize the change away
+    if change == "custom_layer_norm":
+        replacement = ShiftedLayerNorm(32, eps=layer.attention.output.LayerNorm.eps)
+        replacement.load_state_dict(layer.attention.output.LayerNorm.state_dict())
+        layer.attention.output.LayerNorm = replacement
+    else:
+        layer.output.LayerNorm.register_forward_hook(lambda module, inputs, output: output * 0.5)
+    input_ids, mask = random_padded_batch(LENGTHS, 120)
+    padded, default = padded_and_default(subject, input_ids, mask)
+    assert spy.packed == 1 and spy.prepared == subject.config.num_hidden_layers  # the projections are plain
+    torch.testing.assert_close(real(default, mask), real(padded, mask), atol=1e-5, rtol=0)
+    with torch.no_grad():
+        unchanged = model(input_ids, attention_mask=mask, unpad_inputs=False).last_hidden_state
+    assert (real(padded, mask) - real(unchanged, mask)).abs().max() > 1e-3
+
+
 def test_autocast_packs_but_runs_the_modules_and_matches_the_padded_path(model, spy):
     """Trainer's `bf16=True` evaluation runs under CPU autocast, where each module picks its own dtype."""
     input_ids, mask = random_padded_batch(LENGTHS, 120)
