@@ -66,8 +66,12 @@ def exact_projections(layer: nn.Module) -> tuple | None:
         return None
     projections = _projections(layer)
     for linear in projections:
-        # a parametrized linear (torch.nn.utils.parametrize) is given its own class, ParametrizedLinear
-        if type(linear) is not nn.Linear or _has_hooks(linear) or linear._parameters["weight"].is_meta:
+        # a parametrized linear (torch.nn.utils.parametrize) is given its own class, ParametrizedLinear; a
+        # weight that is no longer a registered parameter (pruning's recomputed one) is not what is prepared
+        if type(linear) is not nn.Linear or _has_hooks(linear):
+            return None
+        weight = linear._parameters.get("weight")
+        if weight is None or weight.is_meta:
             return None
     return projections
 
