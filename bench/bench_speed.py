@@ -248,7 +248,12 @@ def print_targets(throughput: dict[str, float], token_budget: int) -> None:
 
 
 def latency_table(stock, ours_by_dtype: dict, peers: dict, workload: Workload, repeats: int) -> None:
-    """Median milliseconds for one unpadded sequence of each length (a search query, a short document)."""
+    """Median milliseconds for one unpadded sequence of each length (a search query, a short document).
+
+    Each engine's calls run back to back. Taking turns call by call was tried (so that the VM's drift would reach
+    all engines alike) and is worse: each runtime's threads spin for a while after a call and take the two cores
+    from the next engine's (on a Zen 4, ONNX Runtime's fused int8 measured 35.7 / 49.2 ms that way against 6.8 /
+    19.2 back to back; CTranslate2, in its own process, 30.8 / 47.5 against 17-24 / 28-34)."""
     runners = {"stock sdpa fp32": torch_runner(stock)}
     runners.update({f"ours {dtype}": torch_runner(model) for dtype, model in ours_by_dtype.items()})
     runners.update(peers)
