@@ -41,8 +41,8 @@ def prepared_for_inference(
     The prepared kernels serve packed inference only (training and autograd keep plain modules), and only where
     they compute exactly what the layer's modules would (`exact_projections`). Under autocast (Trainer's
     `bf16=True` evaluation) each module picks its own dtype, which prepared weights cannot follow, so the
-    layer's modules run instead. Asked of every layer on every call: plain attribute reads, one pass over the
-    projections for both the check and the fingerprint."""
+    layer's modules run instead. Asked of every layer on every call: plain attribute reads, the projections
+    looked up once for both the check and the fingerprint."""
     if (
         packed is None
         or layer.training
