@@ -150,7 +150,7 @@ class PreparedLinear:
 
     def _in_row_chunks(self, gemm, inputs: torch.Tensor, epilogue: str, *row_aligned: torch.Tensor) -> torch.Tensor:
         """`gemm` over all rows at once, or chunk by chunk where that measured faster for this shape."""
-        if inputs.shape[0] < 2 * _CHUNK_ROWS:  # too few rows for two chunks (`_fastest_chunking`)
+        if inputs.shape[0] < 2 * _CHUNK_ROWS:  # too few rows for two chunks: nothing to choose
             return gemm(inputs, *row_aligned)
         key = (self.shape, inputs.dtype, epilogue, inputs.shape[0] // _CHOICE_GRANULARITY)
         chunk_rows = _CHUNK_CHOICE.get(key)
@@ -178,8 +178,6 @@ def _run_in_chunks(gemm, inputs: torch.Tensor, row_aligned: tuple, chunk_rows: i
 
 
 def _fastest_chunking(gemm, inputs: torch.Tensor, row_aligned: tuple) -> int:
-    if inputs.shape[0] < 2 * _CHUNK_ROWS:
-        return 0
     candidates = (0, _CHUNK_ROWS)
     for chunk_rows in candidates:  # the first call of each builds oneDNN's kernels
         _run_in_chunks(gemm, inputs, row_aligned, chunk_rows)
@@ -226,11 +224,9 @@ def _fingerprint(projections: tuple) -> tuple:
     )
 
 
-def prepared_layer(layer: nn.Module, projections: tuple | None = None) -> PreparedLayer:
-    """The layer's prepared weights (`projections`: its `_projections`, when the caller has them), made again
-    whenever a source tensor, the int8 choice or oneDNN's switch changed."""
-    if projections is None:
-        projections = _projections(layer)
+def prepared_layer(layer: nn.Module, projections: tuple) -> PreparedLayer:
+    """The layer's prepared weights (`projections`: its `_projections`), made again whenever a source tensor, the
+    int8 choice or oneDNN's switch changed."""
     # `int8_projections` (quantization.set_int8_projections) names the projections that run int8; read from the
     # instance's dict, where a plain attribute lives (a missing one would cost `nn.Module.__getattr__`'s raise)
     int8 = layer.__dict__.get("int8_projections", frozenset())
@@ -321,17 +317,15 @@ def bucketed_rows(num_rows: int) -> int:
 
 
 def fast_layer_forward(
-    layer: nn.Module, hidden_states: torch.Tensor, packed: PackedBatch, prepared: PreparedLayer | None = None
+    layer: nn.Module, hidden_states: torch.Tensor, packed: PackedBatch, prepared: PreparedLayer
 ) -> torch.Tensor:
     """One post-LN transformer layer on packed (tokens, hidden) states, same math as `XLMRLayer.forward`
-    (`prepared`: the layer's prepared weights, when the caller has them from `prepared_for_inference`)."""
+    (`prepared`: the layer's prepared weights, from `prepared_for_inference`)."""
     num_tokens = hidden_states.shape[0]
     if num_tokens == 0:
         return hidden_states
     if hidden_states.device.type == "cpu":
         _raise_heap_thresholds()
-    if prepared is None:
-        prepared = prepared_layer(layer)
     extra_rows = bucketed_rows(num_tokens) - num_tokens if prepared.qkv.onednn else 0
     if extra_rows:  # zero rows: every op is row-wise except attention, which only sees real tokens
         hidden_states = F.pad(hidden_states, (0, 0, 0, extra_rows))

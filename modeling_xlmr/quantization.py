@@ -189,12 +189,11 @@ class Int8Linear:
         outputs = self._outputs(inputs)
         if gelu:
             outputs = torch.ops.aten.gelu_.default(outputs)
-        return outputs if outputs.dtype == inputs.dtype else outputs.to(inputs.dtype)
+        return outputs.to(inputs.dtype)
 
     def add(self, inputs: torch.Tensor, residual: torch.Tensor, scratch: bool = False) -> torch.Tensor:
         """inputs @ W^T + b + residual; `scratch` as in `quantize_activations`."""
-        outputs = self._outputs(inputs, scratch).add_(residual)
-        return outputs if outputs.dtype == residual.dtype else outputs.to(residual.dtype)
+        return self._outputs(inputs, scratch).add_(residual).to(residual.dtype)
 
 
 # (weight shape, rows // _CHOICE_ROWS rounded up) -> whether oneDNN's GEMM measured clearly faster than fbgemm's.
