@@ -39,6 +39,7 @@ from .sentencepiece_conversion import (
     normalizer_spec,
     renumbered_in_fairseq_order,
 )
+from .sentencepiece_plain import PlainSpans
 from .sentencepiece_rows import LazyBatch, SentencePieceEncoding, pad_arguments, template_state
 from .sentencepiece_spans import NormalizationRule, PieceSpans
 
@@ -87,6 +88,12 @@ class SentencePieceReference:
     def piece_spans(self) -> PieceSpans:
         rule = NormalizationRule.of(normalizer_spec(self.serialized_model))
         return PieceSpans(self.fairseq_vocab, self.normalizer, rule)
+
+    @functools.cached_property
+    def plain_spans(self) -> PlainSpans | None:
+        # the Python lane for single texts; None where the normalizer's rule is not known (other settings)
+        spans = self.piece_spans
+        return None if spans.rule is None else PlainSpans(spans, spans.rule)
 
     def ids(self, texts: list[str]) -> list[list[int]]:
         threads = _encoder_threads(texts)
@@ -354,20 +361,22 @@ class SentencePieceBackend:
 
 def _encoder_threads(texts: list[str]) -> int:
     """Threads for sentencepiece's batch encoder, parallel as `tokenizers` is with its own batches: the cores this
-    process may use, but no more than one per `_CHARACTERS_PER_THREAD` characters, and one when
-    TOKENIZERS_PARALLELISM turns `tokenizers`' parallelism off (its own spellings of false).
+    process may use, but a second thread (and each one after it) only per `_CHARACTERS_PER_THREAD` characters, and
+    one when TOKENIZERS_PARALLELISM turns `tokenizers`' parallelism off (its own spellings of false).
 
     Measured with sentencepiece 0.2 on a 2-core Zen 5, in us: a call per text costs ~0.85 per text + ~0.03 per
     character; the list call starts a thread pool even for one thread, ~38 + 0.2 per text + 0.03 per character;
-    with two threads ~75 + 0.1 per text + 0.015 per character. So one thread until ~2,000 characters, and on one
-    thread a call per text below `_LIST_CALL_FROM` texts (64 short CLDR lines: 80 / 66 / 89; 64 English lines,
-    3,927 characters: 177 / 161 / 149)."""
+    with two threads ~75 + 0.1 per text + 0.015 per character. So a second thread from ~2,000-2,500 characters,
+    and on one thread a call per text below `_LIST_CALL_FROM` texts (64 short CLDR lines: 80 / 66 / 89; 64
+    English lines, 3,927 characters: 177 / 161 / 149). On a 2-core Zen 4, one thread / two, per batch: 64 English
+    lines (3,945 characters) 270 / 221, 32 lines (1,985) 152 / 154; 64 CLDR lines (4,001) 324 / 278, 32 (2,013)
+    182 / 208. (The second thread used to start at 4,000 characters, which kept 64 English lines on one.)"""
     if os.environ.get("TOKENIZERS_PARALLELISM", "").lower() in _PARALLELISM_OFF:
         return 1
-    return max(1, min(_usable_cores(), sum(map(len, texts)) // _CHARACTERS_PER_THREAD))
+    return min(_usable_cores(), 1 + sum(map(len, texts)) // _CHARACTERS_PER_THREAD)
 
 
-_CHARACTERS_PER_THREAD = 2000
+_CHARACTERS_PER_THREAD = 2500
 _LIST_CALL_FROM = 48
 _PARALLELISM_OFF = ("off", "false", "f", "no", "n", "0")
 

@@ -1,7 +1,8 @@
 """The rows `XLMRTokenizerFast` returns: what transformers reads from a `tokenizers.Encoding`, made from
-sentencepiece's ids and pieces (`SentencePieceEncoding`, `NativeRows`), with the `tokenizers` pipeline's own
-encoding standing behind for anything else; and the batch they share (`LazyBatch`), which makes either for all
-its rows at once when a row first needs it.
+sentencepiece's ids and pieces (`SentencePieceEncoding`; `PlainRows` for rows of one plain text or one list of
+plain words, `NativeRows` for the others), with the `tokenizers` pipeline's own encoding standing behind for
+anything else; and the batch they share (`LazyBatch`), which makes each for all its rows at once when a row first
+needs it.
 
 Remote code (saved beside models and tokenizers): imports only the standard library, numpy, `tokenizers` and the
 other root modules.
@@ -9,7 +10,6 @@ other root modules.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from itertools import chain, compress
 from typing import Any
@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 from tokenizers import Encoding
 
-from .sentencepiece_spans import UnitPieces, exclusive_sum
+from .sentencepiece_plain import PlainRows
+from .sentencepiece_spans import UnitPieces, exclusive_sum, span_tuples
 
 
 class SentencePieceEncoding:
@@ -69,13 +70,13 @@ class SentencePieceEncoding:
         row._batch, row._index = batch, index
         return row
 
-    def _native_place(self) -> tuple[NativeRows, int] | None:
+    def _native_place(self) -> tuple[PlainRows | NativeRows, int] | None:
         """The batch's rows built from sentencepiece's pieces and this row's place among them (made on first use),
         None where `tokenizers` answers."""
         if self._encoding is not None:
             return None
         if self._native is None and self._batch is not None:
-            self._native = self._batch.native(self._index) or False
+            self._native = self._batch.plain(self._index) or self._batch.native(self._index) or False
         return self._native or None
 
     def _native_attribute(self, name: str) -> list | None:
@@ -237,14 +238,7 @@ class NativeRows:
     def _all_offsets(self) -> list[tuple[int, int]]:
         starts, lengths = np.zeros(self._size, np.int64), np.zeros(self._size, np.int64)
         starts[self._piece_positions], lengths[self._piece_positions] = self._starts, self._ends - self._starts
-        common = (starts < _COMMON_STARTS) & (lengths < _COMMON_LENGTHS)
-        spans = _common_spans()[np.where(common, starts * _COMMON_LENGTHS + lengths, 0)]
-        if not common.all():
-            rare = np.flatnonzero(~common)
-            rare_starts = starts[rare]
-            rare_spans = zip(rare_starts.tolist(), (rare_starts + lengths[rare]).tolist())
-            spans[rare] = np.fromiter(rare_spans, dtype=object, count=len(rare))
-        return spans.tolist()
+        return span_tuples(starts, lengths)
 
     def _all_word_ids(self) -> list[int | None]:
         return self._placed(self._words(), None)
@@ -270,17 +264,6 @@ class NativeRows:
         values = np.full(self._size, other, dtype=object)
         values[self._piece_positions] = piece_values
         return values.tolist()
-
-
-# Spans starting in a text's first 512 characters and shorter than 32 (nearly all) are shared tuples made once:
-# handing out a tuple already made costs neither an allocation nor, later, the cycle collector's look at it.
-_COMMON_STARTS, _COMMON_LENGTHS = 512, 32
-
-
-@functools.cache
-def _common_spans() -> np.ndarray:
-    spans = ((start, start + length) for start in range(_COMMON_STARTS) for length in range(_COMMON_LENGTHS))
-    return np.fromiter(spans, dtype=object, count=_COMMON_STARTS * _COMMON_LENGTHS)
 
 
 # numpy's fixed cost per batch (~100 small array operations, ~250 us) is more than the `tokenizers` pipeline takes
@@ -318,25 +301,83 @@ class LazyBatch:
         self.native_failed: list[int] = []
         self.has_added_tokens = segments is not None  # each text's (or word's) parts around its added tokens
         self._natives: tuple[NativeRows | None, dict[int, int]] | None = None
+        self._plains: tuple[PlainRows | None, dict[int, int]] | None = None
         self._encodings: dict[int, tuple] = {}
+
+    def plain(self, index: int) -> tuple[PlainRows, int] | None:
+        """Row `index`'s per-token attributes from `PlainSpans` (the batch's plain rows and the row's place among
+        them), None where the row is not one text that lane can tell (a pair, pre-split words, an added token, a
+        character the normalizer changes): `native` or `tokenizers` then answers. The first call does every
+        lazy row of the batch at once."""
+        if self._plains is None:
+            self._plains = self._all_plains()
+        rows, positions = self._plains
+        position = positions.get(index)
+        return None if position is None else (rows, position)
+
+    def _all_plains(self) -> tuple[PlainRows | None, dict[int, int]]:
+        plain_spans = self.backend._reference.plain_spans
+        if plain_spans is None:
+            return None, {}
+        rows = [row for row in self.lazy_rows if len(self.items[row]) == 1]
+        if self.has_added_tokens:
+            rows = [row for row in rows if not _has_added_tokens(self.segments[row], self.pretokenized)]
+        if not rows:
+            return None, {}
+        units = self._units_of(rows)
+        pieces = plain_spans.of(units.units, units.ids, units.counts)
+        right, counts, words = pieces.right, pieces.counts, None
+        if self.pretokenized:  # the units are the words, each encoded on its own
+            counts, right = units.per_text(pieces.right)
+            words = units.words
+        firsts = exclusive_sum(counts)
+        chosen = np.flatnonzero(right)
+        if not len(chosen):
+            return None, {}
+        starts, counts = firsts[chosen], counts[chosen]
+        truncated = np.zeros(len(chosen), bool)
+        if self.truncation or self.length:  # only truncation and padding need each row's length
+            row_lengths = np.fromiter(map(self.row_lengths.__getitem__, rows), np.int64, len(rows))[chosen]
+        if self.truncation:  # a plain cut keeps a window of the text's pieces
+            windows = row_lengths - (2 if self.add_special_tokens else 0)
+            truncated = windows < counts
+            if self.truncation["direction"] == "left":
+                starts = np.where(truncated, starts + counts - windows, starts)
+            counts = np.minimum(counts, windows)
+        missing = self.length - row_lengths if self.length else np.zeros(len(chosen), np.int64)
+        direction, pad_token = (self.padding["direction"], self.padding["pad_token"]) if self.padding else ("right", "")
+        plain = PlainRows(
+            pieces,
+            list(zip(starts.tolist(), (starts + counts).tolist())),
+            missing.tolist(),
+            truncated.tolist(),
+            self.add_special_tokens,
+            (direction, pad_token),
+            self.backend._reference.piece_spans,
+            words,
+        )
+        kept_rows = rows if len(chosen) == len(rows) else [rows[index] for index in chosen.tolist()]
+        return plain, dict(zip(kept_rows, range(len(kept_rows))))
 
     def native(self, index: int) -> tuple[NativeRows, int] | None:
         """Row `index`'s per-token attributes from sentencepiece's pieces (the batch's rows and the row's place
         among them), None if one of its texts (or words) holds an added token or is not normalized character for
         character, or if the batch is too small to be worth laying out in numpy (`tokenizers` then builds the row).
-        The first call does every lazy row of the batch at once."""
+        The first call does every lazy row of the batch that `plain` does not at once."""
         if self._natives is None:
-            self._natives = self._all_natives() if len(self.lazy_rows) >= _FEWEST_NATIVE_ROWS else (None, {})
+            if self._plains is None:
+                self._plains = self._all_plains()
+            rows = [row for row in self.lazy_rows if row not in self._plains[1]]
+            self._natives = self._all_natives(rows) if len(rows) >= _FEWEST_NATIVE_ROWS else (None, {})
             # the rows left to `tokenizers`, which `build` then makes in one call
-            self.native_failed = [row for row in self.lazy_rows if row not in self._natives[1]]
+            self.native_failed = [row for row in rows if row not in self._natives[1]]
         rows, positions = self._natives
         position = positions.get(index)
         return None if position is None else (rows, position)
 
-    def _all_natives(self) -> tuple[NativeRows | None, dict[int, int]]:
-        """The lazy rows whose texts all have spans from sentencepiece's pieces, laid out together, and the place of
-        each such row (by its index in the batch) among them."""
-        rows = self.lazy_rows
+    def _all_natives(self, rows: list[int]) -> tuple[NativeRows | None, dict[int, int]]:
+        """The chosen lazy rows whose texts all have spans from sentencepiece's pieces, laid out together, and the
+        place of each such row (by its index in the batch) among them."""
         if self.has_added_tokens:
             rows = [row for row in rows if not _has_added_tokens(self.segments[row], self.pretokenized)]
         if not rows:
@@ -385,24 +426,25 @@ class LazyBatch:
         right, and a function making each piece's word: for pre-split words the word it came from (its spans are
         within that word), else where Metaspace splits the text."""
         spans_of = self.backend._reference.piece_spans
+        units = self._units_of(rows)
+        pieces = spans_of.pieces_of(units.units, units.ids, units.counts)
+        if not self.pretokenized:
+            return pieces, pieces.counts, pieces.kept, lambda: spans_of.word_numbers(pieces)
+        counts, kept = units.per_text(pieces.kept)
+        return pieces, counts, kept, units.words
+
+    def _units_of(self, rows: list[int]) -> _Units:
         texts = list(chain.from_iterable(map(self.items.__getitem__, rows)))
         text_ids = list(chain.from_iterable(map(self.parts.__getitem__, rows)))
         ids = np.fromiter(chain.from_iterable(text_ids), np.int64, sum(map(len, text_ids)))
         if not self.pretokenized:
-            pieces = spans_of.pieces_of(texts, ids, np.fromiter(map(len, text_ids), np.int64, len(text_ids)))
-            return pieces, pieces.counts, pieces.kept, lambda: spans_of.word_numbers(pieces)
-        # the units are the words, each encoded on its own
-        words_per_text = np.fromiter(map(len, texts), np.int64, len(texts))
+            return _Units(texts, ids, np.fromiter(map(len, text_ids), np.int64, len(text_ids)), None)
         word_counts = self.word_counts
         if len(rows) < len(self.items):
-            words_per_row = [sum(map(len, item)) for item in self.items]
-            word_counts = word_counts[np.repeat(np.isin(np.arange(len(self.items)), rows), words_per_row)]
-        pieces = spans_of.pieces_of(list(chain.from_iterable(texts)), ids, word_counts)
-        word_text = np.repeat(np.arange(len(texts)), words_per_text)
-        word_in_text = np.arange(len(word_text)) - exclusive_sum(words_per_text)[word_text]
-        counts = np.bincount(word_text, weights=pieces.counts, minlength=len(texts)).astype(np.int64)
-        kept = np.bincount(word_text, weights=~pieces.kept, minlength=len(texts)) == 0
-        return pieces, counts, kept, lambda: np.repeat(word_in_text, pieces.counts)
+            words_per_item = [sum(map(len, item)) for item in self.items]
+            word_counts = word_counts[np.repeat(np.isin(np.arange(len(self.items)), rows), words_per_item)]
+        words_per_text = np.fromiter(map(len, texts), np.int64, len(texts))
+        return _Units(list(chain.from_iterable(texts)), ids, word_counts, words_per_text)
 
     def build(self, index: int) -> tuple[Encoding, tuple | None]:
         """Row `index`'s encoding, padded as the call asked. Built together with the batch's other rows that need
@@ -416,6 +458,28 @@ class LazyBatch:
                     encoding.pad(self.length, **pad_arguments(self.padding))
                 self._encodings[row] = (encoding, spans)
         return self._encodings[index]
+
+
+class _Units:
+    """What a batch's chosen texts are encoded as, in order: the texts themselves, or for pre-split words each word
+    on its own (`words_per_text` then says how many each text has, else None); `ids` are the fairseq ids of all
+    their pieces, flat, unit `u` having `counts[u]` of them."""
+
+    def __init__(self, units: list[str], ids: np.ndarray, counts: np.ndarray, words_per_text: np.ndarray | None):
+        self.units, self.ids, self.counts, self._words_per_text = units, ids, counts, words_per_text
+
+    def per_text(self, unit_right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For words: how many pieces each text has, and whether all its words' spans are right."""
+        texts = len(self._words_per_text)
+        word_text = np.repeat(np.arange(texts), self._words_per_text)
+        counts = np.bincount(word_text, weights=self.counts, minlength=texts).astype(np.int64)
+        return counts, np.bincount(word_text, weights=~unit_right, minlength=texts) == 0
+
+    def words(self) -> np.ndarray:
+        """For words: the word of each piece within its text."""
+        word_text = np.repeat(np.arange(len(self._words_per_text)), self._words_per_text)
+        word_in_text = np.arange(len(word_text)) - exclusive_sum(self._words_per_text)[word_text]
+        return np.repeat(word_in_text, self.counts)
 
 
 def _has_added_tokens(segments: list, pretokenized: bool) -> bool:

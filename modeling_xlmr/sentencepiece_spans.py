@@ -70,12 +70,12 @@ class PieceSpans:
         for token, token_id in vocab.items():
             tokens[token_id] = token
         self.token_array = np.array(tokens, dtype=object)
-        self._length_array = np.fromiter(map(len, tokens), np.int64, len(tokens))
-        self._starts_word = np.array([token.startswith(SPACE_SYMBOL) for token in tokens])
+        self.token_lengths = np.fromiter(map(len, tokens), np.int64, len(tokens))
+        self.starts_word = np.array([token.startswith(SPACE_SYMBOL) for token in tokens])
         self._normalizer = normalizer
-        self._rule = rule
+        self.rule = rule
         # pieces whose token string is not the text they cover: specials, <unk>, byte pieces (<0x41>)
-        self._unspelled = np.array([_NOT_SPELLED.fullmatch(token) is not None for token in tokens])
+        self.unspelled = np.array([_NOT_SPELLED.fullmatch(token) is not None for token in tokens])
 
     @functools.cached_property
     def table(self) -> dict[int, str]:
@@ -113,7 +113,7 @@ class PieceSpans:
     def word_numbers(self, pieces: UnitPieces) -> np.ndarray:
         """The word of each piece within its unit: a new word starts at every piece beginning with "▁" (Metaspace's
         split), the first word being 0."""
-        starting = self._starts_word[pieces.ids]
+        starting = self.starts_word[pieces.ids]
         before = np.cumsum(starting) - starting  # word starts before each piece, all units together
         firsts = exclusive_sum(pieces.counts)
         nonempty = pieces.counts > 0
@@ -130,11 +130,11 @@ class PieceSpans:
 
         Apart, where the rule is known: the units it keeps but for the spaces it removes (an indented line, a run
         of spaces between sentences), whose spans `_kept_spaces` finds without spelling them out."""
-        if self._rule is None:
+        if self.rule is None:
             spelled = "".join(self.token_array[ids])
             kept = spelled == (SPACE_SYMBOL + SPACE_SYMBOL.join(units)).replace(" ", SPACE_SYMBOL)
             return () if kept else range(len(units)), ()
-        spaced, changed = self._rule.changes(units)
+        spaced, changed = self.rule.changes(units)
         return changed, [index for index in spaced - changed if units[index]]  # "" has no span to move
 
     @functools.cached_property
@@ -148,12 +148,12 @@ class PieceSpans:
     @functools.cached_property
     def _token_codes(self) -> tuple[np.ndarray, np.ndarray]:
         """The code points of every token string laid end to end, and where each token begins."""
-        return _code_points("".join(self.token_array.tolist())), exclusive_sum(self._length_array)
+        return _code_points("".join(self.token_array.tolist())), exclusive_sum(self.token_lengths)
 
     def _spelled(self, piece_ids: np.ndarray) -> np.ndarray:
         """The code points the pieces spell, one after the other."""
         codes, token_starts = self._token_codes
-        lengths = self._length_array[piece_ids]
+        lengths = self.token_lengths[piece_ids]
         return codes[np.repeat(token_starts[piece_ids] - exclusive_sum(lengths), lengths) + np.arange(lengths.sum())]
 
     def _respanned(
@@ -173,7 +173,7 @@ class PieceSpans:
         position, mapped, unit_of, refused = self._kept_characters(text, lengths, code, unit_of, position)
         kept_count = np.bincount(unit_of, minlength=len(chosen))
         leading = np.zeros(len(chosen), bool)
-        if self._rule is not None:  # spaces removed and the leading one kept as "▁" (else every space is kept)
+        if self.rule is not None:  # spaces removed and the leading one kept as "▁" (else every space is kept)
             first_kept = exclusive_sum(kept_count)[kept_count > 0]
             leading[unit_of[first_kept]] = mapped[first_kept] == 32
         mapped = np.where(mapped == 32, ord(SPACE_SYMBOL), mapped)
@@ -181,9 +181,9 @@ class PieceSpans:
         # what the pieces spell, against the normalized text, unit by unit
         piece, piece_unit = _pieces_of_chosen(chosen, counts)
         piece_ids = ids[piece]
-        spelled_length = np.bincount(piece_unit, weights=self._length_array[piece_ids], minlength=len(chosen))
+        spelled_length = np.bincount(piece_unit, weights=self.token_lengths[piece_ids], minlength=len(chosen))
         right = (spelled_length == kept_count + dummy) & ~(refused & (kept_count < lengths))
-        right &= np.bincount(piece_unit, weights=self._unspelled[piece_ids], minlength=len(chosen)) == 0
+        right &= np.bincount(piece_unit, weights=self.unspelled[piece_ids], minlength=len(chosen)) == 0
         spelled = self._spelled(piece_ids)
         expected = np.full(len(mapped) + dummy.sum(), ord(SPACE_SYMBOL), np.uint32)
         expected[np.arange(len(mapped)) + np.cumsum(dummy)[unit_of]] = mapped  # after the unit's dummy "▁", if any
@@ -224,10 +224,10 @@ class PieceSpans:
         removed: character for character only."""
         refused = np.zeros(len(lengths), bool)
         mapped = np.where(code < 0x10000, self._space_codes[code & 0xFFFF], code)
-        if self._rule is None:
+        if self.rule is None:
             return position, mapped, unit_of, refused
         refused[unit_of[(code == ord(SPACE_SYMBOL)) | (code == 0x200C) | (code == 0x200D)]] = True
-        keys = self._rule.multi_character_key_starts(text, code)
+        keys = self.rule.multi_character_key_starts(text, code)
         refused[unit_of[keys[unit_of[keys] == unit_of[keys + 1]]]] = True  # not a pair across two units
         line_feed = np.concatenate([[False], (code[1:] == 10) & (code[:-1] == 13) & (position[1:] > 0)])
         position, mapped, unit_of = position[~line_feed], mapped[~line_feed], unit_of[~line_feed]
@@ -245,7 +245,7 @@ class PieceSpans:
         piece lengths, less the unit's own start and its dummy "▁", which shares the first character's span. A
         unit whose first character is a space (`leading`) has no dummy: that space is its "▁", and s .. e-1 spans
         s .. e-1. Made in numpy, so the per-token Python work is only the tuples transformers hands out."""
-        piece_lengths = self._length_array[ids]
+        piece_lengths = self.token_lengths[ids]
         before = np.zeros(len(ids) + 1, np.int64)  # normalized characters before each piece, and in all
         np.cumsum(piece_lengths, out=before[1:])
         firsts = exclusive_sum(counts)  # each unit's first piece (for a unit without pieces: the next unit's)
@@ -261,7 +261,7 @@ class PieceSpans:
         single = counts == 1  # its one piece is also its first: the end moved just above applies
         unit_ends[single] = np.maximum(unit_ends[single], 1)
         kept = (unit_ends == lengths) | (counts == 0)
-        unspelled = self._unspelled[ids]
+        unspelled = self.unspelled[ids]
         if unspelled.any():
             unspelled_before = np.zeros(len(ids) + 1, np.int64)
             np.cumsum(unspelled, out=unspelled_before[1:])
@@ -324,6 +324,30 @@ def _extra_spaces(space: np.ndarray, unit_of: np.ndarray, units: int) -> np.ndar
     extra = np.zeros(len(space), bool)
     extra[spaces[trailing | followed]] = True
     return extra
+
+
+def span_tuples(starts: np.ndarray, lengths: np.ndarray) -> list[tuple[int, int]]:
+    """(start, start + length) for each position, as the list of tuples transformers hands out.
+
+    Spans starting in a text's first 512 characters and shorter than 32 (nearly all) are shared tuples made once:
+    handing out a tuple already made costs neither an allocation nor, later, the cycle collector's look at it."""
+    common = (starts < _COMMON_STARTS) & (lengths < _COMMON_LENGTHS)
+    spans = _common_spans()[np.where(common, starts * _COMMON_LENGTHS + lengths, 0)]
+    if not common.all():
+        rare = np.flatnonzero(~common)
+        rare_starts = starts[rare]
+        rare_spans = zip(rare_starts.tolist(), (rare_starts + lengths[rare]).tolist())
+        spans[rare] = np.fromiter(rare_spans, dtype=object, count=len(rare))
+    return spans.tolist()
+
+
+_COMMON_STARTS, _COMMON_LENGTHS = 512, 32
+
+
+@functools.cache
+def _common_spans() -> np.ndarray:
+    spans = ((start, start + length) for start in range(_COMMON_STARTS) for length in range(_COMMON_LENGTHS))
+    return np.fromiter(spans, dtype=object, count=_COMMON_STARTS * _COMMON_LENGTHS)
 
 
 def exclusive_sum(values: np.ndarray) -> np.ndarray:
@@ -461,4 +485,4 @@ def _keys_of(charsmap: bytes) -> tuple[set[int], set[str]]:
 _NOT_SPELLED = re.compile(r"<s>|<pad>|</s>|<unk>|<mask>|<0x[0-9A-Fa-f]{2}>")
 
 
-__all__ = ["NormalizationRule", "PieceSpans", "UnitPieces", "exclusive_sum"]
+__all__ = ["NormalizationRule", "PieceSpans", "UnitPieces", "exclusive_sum", "span_tuples"]

@@ -22,13 +22,17 @@ ATTRIBUTES = ("input_ids", "offset_mapping", "special_tokens_mask", "attention_m
 FEWEST_NATIVE_ROWS = sentencepiece_rows._FEWEST_NATIVE_ROWS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def every_batch_spanned_natively():
+@pytest.fixture(autouse=True, scope="module", params=["plain", "numpy"])
+def every_batch_spanned_natively(request):
     """This module checks the spans made from sentencepiece's pieces, so its small batches take that path too (by
-    default a batch of fewer rows asks the `tokenizers` pipeline, which is faster there)."""
+    default a batch of fewer rows asks the `tokenizers` pipeline for rows outside the plain lane, which is faster
+    there). Every test runs twice: with plain single texts in their own lane (`sentencepiece_plain`, the
+    default), and with every row in the numpy layout (`NativeRows`), so that both are checked."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sentencepiece_rows, "_FEWEST_NATIVE_ROWS", 1)
-        yield
+        if request.param == "numpy":
+            patch.setattr(sentencepiece_rows.LazyBatch, "_all_plains", lambda batch: (None, {}))
+        yield request.param
 
 
 @pytest.fixture(scope="module")
@@ -227,9 +231,15 @@ def test_a_tokenizer_saved_before_the_leading_space_rule_is_converted_again(real
     assert [expected["offset_mapping"][row][1][0] for row in range(3)] == [2, 0, 0]  # the last leading space
 
 
-def test_small_batches_ask_the_pipeline_and_rows_stay_the_same(real_tokenizer, pipeline_only, tokenizer_corpus):
-    # The default policy: fewer than FEWEST_NATIVE_ROWS rows are built by the `tokenizers` pipeline (checked against
-    # sentencepiece's ids), from there on spanned from sentencepiece's pieces; the rows are the same either way.
+def test_small_batches_ask_the_pipeline_and_rows_stay_the_same(
+    real_tokenizer, pipeline_only, tokenizer_corpus, every_batch_spanned_natively
+):
+    # The default policy: a plain text (or a row of pre-split plain words) is spanned from sentencepiece's pieces
+    # in a batch of any size (the plain lane's few array operations cost less than the pipeline even for one
+    # text); other rows (here: all, with the plain lane off) are built by the `tokenizers` pipeline (checked
+    # against sentencepiece's ids) when there are fewer than FEWEST_NATIVE_ROWS of them, from there on spanned
+    # from sentencepiece's pieces. The rows are the same either way.
+    plain_lane = every_batch_spanned_natively == "plain"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sentencepiece_rows, "_FEWEST_NATIVE_ROWS", FEWEST_NATIVE_ROWS)
         for size in (1, FEWEST_NATIVE_ROWS - 1, FEWEST_NATIVE_ROWS):
@@ -239,7 +249,7 @@ def test_small_batches_ask_the_pipeline_and_rows_stay_the_same(real_tokenizer, p
                 ours, reference = real_tokenizer(inputs, **options), pipeline_only(inputs, **options)
                 assert differences(ours, reference, size) == []
                 native = [row for row in range(size) if ours.encodings[row]._encoding is None]
-                assert len(native) == (size if size >= FEWEST_NATIVE_ROWS else 0)
+                assert len(native) == (size if size >= FEWEST_NATIVE_ROWS or plain_lane else 0)
 
 
 def test_texts_that_only_lose_spaces_equal_the_pipeline(real_tokenizer, pipeline_only, tokenizer_corpus):

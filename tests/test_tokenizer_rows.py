@@ -162,3 +162,29 @@ def test_pairs_with_a_text_the_pipeline_gets_wrong(real_tokenizer, real_spm_mode
     assert len(ids) == 12 and ids[0] == 0 and ids[-1] == 2 and ids.count(2) == 3
     split = ids.index(2)
     assert ids[1:split] == first_ids[: split - 1] and ids[split + 2 : -1] == second_ids[: 12 - split - 3]
+
+
+def test_plain_texts_and_words_take_the_plain_lane(real_tokenizer, pipeline_only, tokenizer_corpus):
+    """Indented lines, runs of spaces, trailing spaces and their pre-split words, in batches of one and of many:
+    every row is spanned by the plain lane (no `tokenizers` pass, no per-batch numpy layout) and equals the
+    pipeline's, with padding, truncation from either side and without special tokens."""
+    from modeling_xlmr.sentencepiece_plain import PlainRows
+
+    layouts = ["    {}", "{}  ", " {} ", "{}", "{}.  {}"]
+    texts = [layouts[i % 5].format(line, line) for i, line in enumerate(tokenizer_corpus[:120]) if line.isascii()]
+    assert len(texts) >= 40
+    calls = [
+        {},
+        {"padding": True, "truncation": True, "max_length": 7},
+        {"padding": "max_length", "max_length": 40, "padding_side": "left", "truncation": True},
+        {"add_special_tokens": False, "truncation": True, "max_length": 5},
+    ]
+    for batch in ([texts[0]], texts):
+        for inputs, split in ((batch, False), ([text.split(" ") for text in batch], True)):
+            for options in calls:
+                for side in ("right", "left"):
+                    kwargs = {"return_offsets_mapping": True, "return_special_tokens_mask": True, **options}
+                    ours = call(real_tokenizer, (inputs, None), side, {"is_split_into_words": split, **kwargs})
+                    reference = call(pipeline_only, (inputs, None), side, {"is_split_into_words": split, **kwargs})
+                    assert_same_rows(ours, reference)
+                    assert all(isinstance(row._native_place()[0], PlainRows) for row in ours.encodings)
