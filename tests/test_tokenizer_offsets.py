@@ -15,24 +15,27 @@ import sentencepiece
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modeling_xlmr import XLMRTokenizerFast, sentencepiece_rows
+from modeling_xlmr import XLMRTokenizerFast, sentencepiece_plain, sentencepiece_rows
 from tests.support.corpus import ADVERSARIAL_STRINGS
 
 ATTRIBUTES = ("input_ids", "offset_mapping", "special_tokens_mask", "attention_mask")
 FEWEST_NATIVE_ROWS = sentencepiece_rows._FEWEST_NATIVE_ROWS
 
 
-@pytest.fixture(autouse=True, scope="module", params=["plain", "numpy"])
+@pytest.fixture(autouse=True, scope="module", params=["plain", "plain text by text", "numpy"])
 def every_batch_spanned_natively(request):
     """This module checks the spans made from sentencepiece's pieces, so its small batches take that path too (by
     default a batch of fewer rows asks the `tokenizers` pipeline for rows outside the plain lane, which is faster
-    there). Every test runs twice: with plain single texts in their own lane (`sentencepiece_plain`, the
-    default), and with every row in the numpy layout (`NativeRows`), so that both are checked."""
+    there). Every test runs three times: with rows of one plain text in their own lane (`sentencepiece_plain`,
+    the default) spanned in numpy, the same lane spanned text by text in Python (what it does for a few texts),
+    and every row in the numpy layout (`NativeRows`), so that all three are checked."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sentencepiece_rows, "_FEWEST_NATIVE_ROWS", 1)
         if request.param == "numpy":
             patch.setattr(sentencepiece_rows.LazyBatch, "_all_plains", lambda batch: (None, {}))
-        yield request.param
+        else:
+            patch.setattr(sentencepiece_plain, "_FEWEST_VECTORIZED_TEXTS", 1 if request.param == "plain" else 10**9)
+        yield "numpy" if request.param == "numpy" else "plain"
 
 
 @pytest.fixture(scope="module")
