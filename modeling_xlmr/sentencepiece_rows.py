@@ -266,10 +266,10 @@ class NativeRows:
         return values.tolist()
 
 
-# numpy's fixed cost per batch (~100 small array operations, ~250 us) is more than the `tokenizers` pipeline takes
-# for a text or two (checked against sentencepiece's ids as for any other row it builds): one text with offsets
-# takes about half the time there. From about 3 distinct texts on (short multilingual lines, indented English ones)
-# the numpy layout is the faster.
+# `NativeRows`' fixed cost per batch (~100 small array operations, ~250 us) is more than the `tokenizers` pipeline
+# takes for a text or two (checked against sentencepiece's ids as for any other row it builds): one text with
+# offsets takes about half the time there. From about 3 distinct texts on (short multilingual lines, indented
+# English ones) the numpy layout is the faster. Counted among the rows the plain lane does not take.
 _FEWEST_NATIVE_ROWS = 3
 
 
