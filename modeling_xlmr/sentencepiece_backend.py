@@ -91,9 +91,8 @@ class SentencePieceReference:
 
     @functools.cached_property
     def plain_spans(self) -> PlainSpans | None:
-        # the Python lane for single texts; None where the normalizer's rule is not known (other settings)
-        spans = self.piece_spans
-        return None if spans.rule is None else PlainSpans(spans, spans.rule)
+        # the lane for rows of one plain text; None where the normalizer's rule is not known (other settings)
+        return None if self.piece_spans.rule is None else PlainSpans(self.piece_spans)
 
     def ids(self, texts: list[str]) -> list[list[int]]:
         threads = _encoder_threads(texts)

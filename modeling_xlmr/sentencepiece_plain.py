@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .sentencepiece_spans import NormalizationRule, PieceSpans, exclusive_sum, span_tuples
+from .sentencepiece_spans import PieceSpans, exclusive_sum, span_tuples
 
 Span = tuple[int, int]
 
@@ -53,8 +53,8 @@ class PlainSpans:
     """The character spans of the pieces of texts the normalizer leaves alone (but for spaces), all texts of a batch
     at once, from `spans`' per-token tables (each token's length, and whether it spells its text)."""
 
-    def __init__(self, spans: PieceSpans, rule: NormalizationRule):
-        self._lengths, self._unspelled, self._rule = spans.token_lengths, spans.unspelled, rule
+    def __init__(self, spans: PieceSpans):
+        self._lengths, self._unspelled, self._rule = spans.token_lengths, spans.unspelled, spans.rule
 
     def of(self, texts: Sequence[str], ids: np.ndarray, counts: np.ndarray) -> PlainPieces:
         """The pieces of `texts` (texts, or words each encoded on its own) and their spans: `ids` are the fairseq
@@ -236,12 +236,7 @@ class PlainRows:
         if self._words is not None:
             return self._words().tolist(), None, None, None
         # Metaspace's split: a new word at every piece beginning with "▁", each text's first word being 0
-        pieces = self._pieces
-        words = np.cumsum(self._tables.starts_word[pieces.ids])
-        nonempty = pieces.counts > 0
-        base = np.zeros(len(pieces.counts), np.int64)
-        base[nonempty] = words[pieces.firsts[nonempty]]  # the first piece's own count
-        return (words - np.repeat(base, pieces.counts)).tolist(), None, None, None
+        return self._tables.word_numbers(self._pieces).tolist(), None, None, None
 
     def _sequence_ids(self) -> tuple[list, Any, Any, Any]:
         return [0] * len(self._pieces.ids), None, None, None

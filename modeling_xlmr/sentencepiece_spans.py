@@ -110,9 +110,9 @@ class PieceSpans:
                 kept[chosen] = self._respanned(units, chosen, ids, counts, starts, ends)
         return UnitPieces(ids, starts, ends, counts, kept)
 
-    def word_numbers(self, pieces: UnitPieces) -> np.ndarray:
-        """The word of each piece within its unit: a new word starts at every piece beginning with "▁" (Metaspace's
-        split), the first word being 0."""
+    def word_numbers(self, pieces) -> np.ndarray:
+        """The word of each piece within its unit (`pieces`: a `UnitPieces` or anything with its `ids` and `counts`):
+        a new word starts at every piece beginning with "▁" (Metaspace's split), the first word being 0."""
         starting = self.starts_word[pieces.ids]
         before = np.cumsum(starting) - starting  # word starts before each piece, all units together
         firsts = exclusive_sum(pieces.counts)

@@ -22,7 +22,6 @@ from .sentencepiece_conversion import (
     model_proto_from_tokenizer_json,
     read_fairseq_dict,
 )
-from .sentencepiece_rows import SentencePieceEncoding
 
 # the options of transformers' `_encode_plus` that `XLMRTokenizerFast._encode_plus` lays out itself
 _COLUMN_OPTIONS = frozenset(
@@ -204,42 +203,6 @@ class XLMRTokenizerFast(PreTrainedTokenizerFast):
         # one input: each column's row, as transformers unwraps it
         unwrapped = {key: value[0] if value and isinstance(value[0], list) else value for key, value in output.items()}
         return BatchEncoding(unwrapped, output.encodings)
-
-    def _convert_encoding(
-        self,
-        encoding,
-        return_token_type_ids: bool | None = None,
-        return_attention_mask: bool | None = None,
-        return_overflowing_tokens: bool = False,
-        return_special_tokens_mask: bool = False,
-        return_offsets_mapping: bool = False,
-        return_length: bool = False,
-        verbose: bool = True,
-    ) -> tuple[dict[str, list], list]:
-        """One row as transformers lays it out: the same keys in the same order as its own conversion, read once
-        from a row of this backend. Called once per row of every batch, where the generic conversion's
-        bookkeeping (a defaultdict and a loop over overflowing windows) cost ~20 % of an ids-only call."""
-        if return_overflowing_tokens or not isinstance(encoding, SentencePieceEncoding):
-            return super()._convert_encoding(
-                encoding, return_token_type_ids, return_attention_mask, return_overflowing_tokens,
-                return_special_tokens_mask, return_offsets_mapping, return_length, verbose,
-            )  # fmt: skip
-        if return_token_type_ids is None:
-            return_token_type_ids = "token_type_ids" in self.model_input_names
-        if return_attention_mask is None:
-            return_attention_mask = "attention_mask" in self.model_input_names
-        row = {"input_ids": [encoding.ids]}
-        if return_token_type_ids:
-            row["token_type_ids"] = [encoding.type_ids]
-        if return_attention_mask:
-            row["attention_mask"] = [encoding.attention_mask]
-        if return_special_tokens_mask:
-            row["special_tokens_mask"] = [encoding.special_tokens_mask]
-        if return_offsets_mapping:
-            row["offset_mapping"] = [encoding.offsets]
-        if return_length:
-            row["length"] = [len(encoding.ids)]
-        return row, [encoding]
 
     def _encode_without_added_tokens(self, text: str) -> list[int]:
         if isinstance(self._tokenizer, SentencePieceBackend):  # the whole text as sentencepiece sees it
