@@ -4,12 +4,12 @@ from running sums of their pieces' lengths, with few array operations a batch.
 `NativeRows` (`sentencepiece_rows`, over `sentencepiece_spans`) lays out any batch, pairs and texts the
 normalizer changes included, in ~100 small array operations: on short English lines (GPL-3, 62 characters and 16
 pieces a line) that was a third of a call with offsets. A text that `NormalizationRule` keeps as it is, but for
-the spaces it removes, needs far less: `PlainSpans` spans all such texts of a batch in ~35 operations, placing
-the spaces by runs (a regular expression per text that has any) rather than character by character, and
-`PlainRows` hands the rows out. The other rows of a batch are left to `NativeRows` or the `tokenizers` pipeline.
+the spaces it removes, needs far less: `PlainSpans` spans all such texts of a batch in ~35 operations (the
+removed spaces placed by `KeptCharacters`, as in `NativeRows`), and `PlainRows` hands the rows out. The other
+rows of a batch are left to `NativeRows` or the `tokenizers` pipeline.
 
 The rule is `PieceSpans._bounds`' (one piece covering normalized characters s .. e-1 spans original characters
-s-1 .. e-1, the dummy "▁" sharing the first character's span) and `PieceSpans._kept_spaces`' (the normalizer drops
+s-1 .. e-1, the dummy "▁" sharing the first character's span) and `KeptCharacters`' (the normalizer drops
 spaces at the end and all but the last of each run; a leading run keeps its last space as the text's "▁", so the
 text has no dummy). The offset tests run every case through both lanes and compare them with the `tokenizers`
 pipeline.
@@ -20,7 +20,6 @@ modules.
 
 from __future__ import annotations
 
-import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,11 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from .sentencepiece_spans import PieceSpans, exclusive_sum, span_tuples
+from .sentencepiece_spans import KeptCharacters, PieceSpans, exclusive_sum, span_tuples
 
 Span = tuple[int, int]
-
-_SPACE_RUN = re.compile("  +")
 
 
 @dataclass(frozen=True)
@@ -62,9 +59,9 @@ class PlainSpans:
         holds a character the normalizer may replace or merge, a piece that does not spell its text, or pieces that
         do not end where the text does."""
         spaced, changed = self._rule.changes(texts)
+        kept = KeptCharacters(texts, spaced)
         if len(texts) < _FEWEST_VECTORIZED_TEXTS:
-            return self._of_few(texts, ids, counts, spaced, changed)
-        kept = _KeptCharacters(texts, spaced)
+            return self._of_few(ids, counts, kept, changed)
         lengths = self._lengths[ids]
         ends = np.cumsum(lengths)  # in normalized characters, all texts together
         firsts = exclusive_sum(counts)
@@ -77,8 +74,8 @@ class PlainSpans:
         starts = ends - lengths
         starts[chosen] = kept.first[nonempty]  # the dummy "▁" shares the first character's span
         ends[chosen] = np.maximum(ends[chosen], kept.first[nonempty] + 1)
-        right = kept.count == 0  # a text without pieces normalizes to nothing
-        right[nonempty] = ends[chosen + counts[nonempty] - 1] == kept.count[nonempty]
+        right = kept.end == kept.first  # a text without pieces keeps nothing
+        right[nonempty] = ends[chosen + counts[nonempty] - 1] == kept.end[nonempty]
         unspelled = self._unspelled[ids]
         if unspelled.any():
             right[np.repeat(np.arange(len(texts)), counts)[unspelled]] = False
@@ -88,37 +85,34 @@ class PlainSpans:
             kept.move_past_runs(starts, ends, counts)
         return PlainPieces(ids, span_tuples(starts, ends - starts), counts, firsts, right)
 
-    def _of_few(
-        self, texts: Sequence[str], ids: np.ndarray, counts: np.ndarray, spaced: set[int], changed: set[int]
-    ) -> PlainPieces:
+    def _of_few(self, ids: np.ndarray, counts: np.ndarray, kept: KeptCharacters, changed: set[int]) -> PlainPieces:
         """`of` text by text in Python, the same arithmetic on lists: for a few texts, numpy's fixed cost per
         operation (~1 us, ~35 of them) is most of a call."""
         lengths, unspelled = self._lengths[ids].tolist(), self._unspelled[ids]
+        runs = {}  # each text's inner runs, in order
+        for text, run_start, run_end in kept.runs:
+            runs.setdefault(text, []).append((run_start, run_end))
         spans, right, first_piece = [], [], 0
-        for index, text in enumerate(texts):
-            count = int(counts[index])
+        for index, (count, first, dummy, end) in enumerate(
+            zip(counts.tolist(), kept.first.tolist(), kept.dummy.tolist(), kept.end.tolist())
+        ):
             text_spans = None
             if index not in changed and not unspelled[first_piece : first_piece + count].any():
-                text_spans = _text_spans(text, lengths[first_piece : first_piece + count], index in spaced)
+                piece_lengths = lengths[first_piece : first_piece + count]
+                text_spans = _text_spans(piece_lengths, first, dummy, end, runs.get(index, ()))
             spans += text_spans or [(0, 0)] * count
             right.append(text_spans is not None)
             first_piece += count
         return PlainPieces(ids, spans, counts, exclusive_sum(counts), np.array(right, bool))
 
 
-def _text_spans(text: str, piece_lengths: list[int], spaced: bool) -> list[Span] | None:
-    """One text's spans (`PlainSpans.of`'s arithmetic, on lists), None if its pieces do not end where it does."""
-    first, dummy, count, runs = 0, 1, len(text), []
-    if spaced:  # `_KeptCharacters`' rule
-        end = len(text.rstrip(" "))
-        leading = len(text) - len(text.lstrip(" ")) if end else 0
-        first, dummy = max(leading - 1, 0), int(leading == 0)
-        runs = [run.span() for run in _SPACE_RUN.finditer(text, leading, end)] if "  " in text else []
-        count = end - sum(run_end - run_start - 1 for run_start, run_end in runs)
+def _text_spans(piece_lengths: list[int], first: int, dummy: int, end: int, runs: Sequence[Span]) -> list[Span] | None:
+    """One text's spans (`PlainSpans.of`'s arithmetic on lists; `first`, `dummy`, `end` and `runs` as
+    `KeptCharacters` says), None if its pieces do not end where its kept characters do."""
     if not piece_lengths:
-        return [] if count == 0 else None
+        return [] if end == first else None
     bounds = list(accumulate(piece_lengths, initial=first - dummy))
-    if bounds[-1] != count:
+    if bounds[-1] != end:
         return None
     starts, ends = bounds[:-1], bounds[1:]
     starts[0], ends[0] = first, max(ends[0], first + 1)
@@ -135,51 +129,6 @@ def _text_spans(text: str, piece_lengths: list[int], spaced: bool) -> list[Span]
 # 2-core Zen 4, in us, Python / numpy: 2 English lines 20 / 37, 4 27 / 39, 8 45 / 44, 16 88 / 83; 2 CLDR lines 14 /
 # 29, 8 30 / 29, 16 53 / 32; 2 words 15 / 45, 8 30 / 29, 16 52 / 30.
 _FEWEST_VECTORIZED_TEXTS = 8
-
-
-class _KeptCharacters:
-    """Which characters of each text the normalizer keeps, in the form `PlainSpans` needs: from `first` (0, or a
-    leading run's last space, the text's "▁", where `dummy` is then 0) to the last character that is not a
-    space, less all but the last space of each inner run; `count` of them. `runs` (text, start, end) lists the
-    inner runs, texts and runs in order. Only the `spaced` texts (by index) are looked at: in the others every
-    character is kept."""
-
-    def __init__(self, texts: Sequence[str], spaced: set[int]):
-        self.count = np.fromiter(map(len, texts), np.int64, len(texts))
-        self.first, self.dummy = np.zeros(len(texts), np.int64), np.ones(len(texts), np.int64)
-        self.runs: list[tuple[int, int, int]] = []
-        if not spaced:
-            return
-        indices, firsts, counts = sorted(spaced), [], []
-        for index in indices:
-            text = texts[index]
-            end = len(text.rstrip(" "))
-            leading = len(text) - len(text.lstrip(" ")) if end else 0
-            firsts.append(leading)
-            if text.find("  ", leading, end) < 0:
-                counts.append(end)
-                continue
-            runs = [(index, *run.span()) for run in _SPACE_RUN.finditer(text, leading, end)]
-            counts.append(end - sum(run_end - run_start - 1 for _, run_start, run_end in runs))
-            self.runs += runs
-        leading = np.array(firsts, np.int64)
-        self.first[indices], self.dummy[indices], self.count[indices] = np.maximum(leading - 1, 0), leading == 0, counts
-
-    def move_past_runs(self, starts: np.ndarray, ends: np.ndarray, counts: np.ndarray) -> None:
-        """Spans over the kept characters (as if contiguous) moved onto the text's own, in place: a start at or
-        after a run's kept space moves past the spaces removed before it, an end only if its last character is
-        that space or after it."""
-        text, run_start, run_end = (np.array(column, np.int64) for column in zip(*self.runs))
-        removed = run_end - run_start - 1
-        before = exclusive_sum(removed)
-        before -= before[np.searchsorted(text, text)]  # removed by the text's earlier runs
-        stride = int(self.count.max()) + 2  # orders (text, position) pairs as one number
-        thresholds = text * stride + run_start - before  # each run's kept space, as if contiguous
-        removed_up_to = np.concatenate([[0], np.cumsum(removed)])
-        piece_text = np.repeat(np.arange(len(counts)), counts) * stride
-        text_runs = removed_up_to[np.searchsorted(thresholds, piece_text)]
-        starts += removed_up_to[np.searchsorted(thresholds, piece_text + starts, "right")] - text_runs
-        ends += removed_up_to[np.searchsorted(thresholds, piece_text + ends)] - text_runs
 
 
 class PlainRows:

@@ -15,7 +15,7 @@ Whether a text is such a text (or one that only loses spaces) is decided exactly
   (unknown or byte pieces). One flag per character for a whole batch at once; most text passes.
 * texts that pass but for spaces at either end or in runs (indented lines, two spaces between sentences): the
   normalizer removes those spaces and changes nothing else, so the spans over the characters it keeps are moved
-  onto the text's own (`_kept_spaces`), with nothing to spell out. The last space before the first word is kept
+  onto the text's own (`KeptCharacters`), with nothing to spell out. The last space before the first word is kept
   as the text's "▁" (as transformers' pipeline aligns it), so the first piece of an indented line starts there.
 * otherwise by spelling (`PieceSpans._respanned`, all such texts of a batch at once): sentencepiece's pieces spell
   its normalized text, which must equal "▁" + the text with every character replaced by its own one-character
@@ -92,17 +92,15 @@ class PieceSpans:
         """The spans of every piece of every unit (texts, or words each encoded on its own), in one pass: `ids` are
         the fairseq ids of all the units' pieces, flat, unit `u` having `counts[u]` of them."""
         doubtful, spaced = self._units_maybe_changed(units, ids, counts)
-        lengths = np.fromiter(map(len, units), np.int64, len(units))
-        spaced = np.fromiter(spaced, np.int64, len(spaced))
-        leading = None
-        if len(spaced):  # spans over the characters the normalizer keeps, then moved onto the unit's own
-            position, kept_count, spaced_leading = self._kept_spaces(units, spaced)
-            lengths[spaced] = kept_count
-            leading = np.zeros(len(units), bool)
-            leading[spaced] = spaced_leading
-        starts, ends, kept = self._bounds(lengths, ids, counts, leading)
-        if len(spaced):
-            _moved_onto(*_pieces_of_chosen(spaced, counts), kept[spaced], position, kept_count, starts, ends)
+        # spans over the characters the normalizer keeps, then moved onto the unit's own
+        kept_characters = KeptCharacters(units, spaced)
+        kept_count = kept_characters.end - kept_characters.first
+        starts, ends, kept = self._bounds(kept_count, ids, counts, kept_characters.dummy == 0)
+        if spaced:
+            starts += np.repeat(kept_characters.first, counts)
+            ends += np.repeat(kept_characters.first, counts)
+            if kept_characters.runs:
+                kept_characters.move_past_runs(starts, ends, counts)
         if doubtful:
             chosen = np.fromiter(doubtful, np.int64, len(doubtful))
             chosen = chosen[counts[chosen] > 0]  # a unit without pieces has no span to move
@@ -123,19 +121,19 @@ class PieceSpans:
 
     def _units_maybe_changed(
         self, units: Sequence[str], ids: np.ndarray, counts: np.ndarray
-    ) -> tuple[Collection[int], Collection[int]]:
+    ) -> tuple[Collection[int], set[int]]:
         """The units not known to normalize to "▁" + themselves with " " -> "▁" (the pieces, which spell the
         normalized text, are then checked by `_bounds`): by their characters where the rule is known, else by one
         string comparison of what all the pieces spell (every unit when it fails).
 
         Apart, where the rule is known: the units it keeps but for the spaces it removes (an indented line, a run
-        of spaces between sentences), whose spans `_kept_spaces` finds without spelling them out."""
+        of spaces between sentences), whose spans `KeptCharacters` places without spelling them out."""
         if self.rule is None:
             spelled = "".join(self.token_array[ids])
             kept = spelled == (SPACE_SYMBOL + SPACE_SYMBOL.join(units)).replace(" ", SPACE_SYMBOL)
             return () if kept else range(len(units)), ()
         spaced, changed = self.rule.changes(units)
-        return changed, [index for index in spaced - changed if units[index]]  # "" has no span to move
+        return changed, spaced - changed
 
     @functools.cached_property
     def _space_codes(self) -> np.ndarray:
@@ -195,16 +193,6 @@ class PieceSpans:
         starts[piece], ends[piece], _ = self._bounds(kept_count, piece_ids, counts[chosen], leading)
         _moved_onto(piece, piece_unit, right, position, kept_count, starts, ends)
         return right
-
-    def _kept_spaces(self, units: Sequence[str], chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """For chosen units that the normalizer changes only by removing spaces (at the end, and all but the last
-        of each run, with which `tokenizers` aligns the run's one space): where each character it keeps is in its
-        unit, unit after unit, how many each unit keeps, and whether it keeps a leading space (as its "▁")."""
-        _, lengths, code, unit_of, position = _laid_out([units[index] for index in chosen.tolist()])
-        keep = ~_extra_spaces(code == 32, unit_of, len(chosen))
-        kept_count = np.bincount(unit_of[keep], minlength=len(chosen))
-        leading = (kept_count > 0) & (code[exclusive_sum(lengths)] == 32)
-        return position[keep], kept_count, leading
 
     def _kept_characters(
         self, text: str, lengths: np.ndarray, code: np.ndarray, unit_of: np.ndarray, position: np.ndarray
@@ -267,6 +255,53 @@ class PieceSpans:
             np.cumsum(unspelled, out=unspelled_before[1:])
             kept &= unspelled_before[firsts + counts] == unspelled_before[firsts]
         return starts, ends, kept
+
+
+class KeptCharacters:
+    """Which characters of each text the normalizer keeps, for texts it changes only by removing spaces: from
+    `first` (0, or a leading run's last space, the text's "▁", where `dummy` is then 0) to the last character that
+    is not a space, less all but the last space of each inner run (with which `tokenizers` aligns the run's one
+    space). Counted as if those characters were contiguous from `first`, they end at `end` (`end - first` are
+    kept; none for a text of spaces only). `runs` (text, start, end) lists the inner runs, texts and runs in
+    order. Only the `spaced` texts (by index) are looked at: in the others every character is kept. Spaces are
+    found by runs (a regular expression on the texts that have any), not character by character."""
+
+    def __init__(self, texts: Sequence[str], spaced: set[int]):
+        self.end = np.fromiter(map(len, texts), np.int64, len(texts))
+        self.first, self.dummy = np.zeros(len(texts), np.int64), np.ones(len(texts), np.int64)
+        self.runs: list[tuple[int, int, int]] = []
+        if not spaced:
+            return
+        indices, firsts, ends = sorted(spaced), [], []
+        for index in indices:
+            text = texts[index]
+            end = len(text.rstrip(" "))
+            leading = len(text) - len(text.lstrip(" ")) if end else 0
+            firsts.append(leading)
+            if text.find("  ", leading, end) < 0:
+                ends.append(end)
+                continue
+            runs = [(index, *run.span()) for run in _SPACE_RUN.finditer(text, leading, end)]
+            ends.append(end - sum(run_end - run_start - 1 for _, run_start, run_end in runs))
+            self.runs += runs
+        leading = np.array(firsts, np.int64)
+        self.first[indices], self.dummy[indices], self.end[indices] = np.maximum(leading - 1, 0), leading == 0, ends
+
+    def move_past_runs(self, starts: np.ndarray, ends: np.ndarray, counts: np.ndarray) -> None:
+        """Spans over the kept characters (as if contiguous) moved onto the text's own, in place: a start at or
+        after a run's kept space moves past the spaces removed before it, an end only if its last character is
+        that space or after it."""
+        text, run_start, run_end = (np.array(column, np.int64) for column in zip(*self.runs))
+        removed = run_end - run_start - 1
+        before = exclusive_sum(removed)
+        before -= before[np.searchsorted(text, text)]  # removed by the text's earlier runs
+        stride = int(self.end.max()) + 2  # orders (text, position) pairs as one number
+        thresholds = text * stride + run_start - before  # each run's kept space, as if contiguous
+        removed_up_to = np.concatenate([[0], np.cumsum(removed)])
+        piece_text = np.repeat(np.arange(len(counts)), counts) * stride
+        text_runs = removed_up_to[np.searchsorted(thresholds, piece_text)]
+        starts += removed_up_to[np.searchsorted(thresholds, piece_text + starts, "right")] - text_runs
+        ends += removed_up_to[np.searchsorted(thresholds, piece_text + ends)] - text_runs
 
 
 def _code_points(text: str) -> np.ndarray:
@@ -482,7 +517,8 @@ def _keys_of(charsmap: bytes) -> tuple[set[int], set[str]]:
     return replaced, key_starts
 
 
+_SPACE_RUN = re.compile("  +")
 _NOT_SPELLED = re.compile(r"<s>|<pad>|</s>|<unk>|<mask>|<0x[0-9A-Fa-f]{2}>")
 
 
-__all__ = ["NormalizationRule", "PieceSpans", "UnitPieces", "exclusive_sum", "span_tuples"]
+__all__ = ["KeptCharacters", "NormalizationRule", "PieceSpans", "UnitPieces", "exclusive_sum", "span_tuples"]
