@@ -4,9 +4,10 @@ from running sums of their pieces' lengths, with few array operations a batch.
 `NativeRows` (`sentencepiece_rows`, over `sentencepiece_spans`) lays out any batch, pairs and texts the
 normalizer changes included, in ~100 small array operations: on short English lines (GPL-3, 62 characters and 16
 pieces a line) that was a third of a call with offsets. A text that `NormalizationRule` keeps as it is, but for
-the spaces it removes, needs far less: `PlainSpans` spans all such texts of a batch in ~35 operations (the
-removed spaces placed by `KeptCharacters`, as in `NativeRows`), and `PlainRows` hands the rows out. The other
-rows of a batch are left to `NativeRows` or the `tokenizers` pipeline.
+the spaces it removes, needs far less: `PlainSpans` spans all such texts of a batch in ~25 operations (and ~15
+more where some text loses spaces: `KeptCharacters` lays out all their characters and places the spans, as for
+`NativeRows`), and `PlainRows` hands the rows out, in one loop when a call reads a whole column. The other rows of
+a batch are left to `NativeRows` or the `tokenizers` pipeline.
 
 The rule is `PieceSpans._bounds`' (one piece covering normalized characters s .. e-1 spans original characters
 s-1 .. e-1, the dummy "▁" sharing the first character's span) and `KeptCharacters`' (the normalizer drops
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .sentencepiece_spans import KeptCharacters, PieceSpans, exclusive_sum, span_tuples
+from .sentencepiece_spans import JoinedUnits, KeptCharacters, PieceSpans, exclusive_sum, span_tuples
 
 Span = tuple[int, int]
 
@@ -51,44 +52,45 @@ class PlainSpans:
     at once, from `spans`' per-token tables (each token's length, and whether it spells its text)."""
 
     def __init__(self, spans: PieceSpans):
-        self._lengths, self._unspelled, self._rule = spans.token_lengths, spans.unspelled, spans.rule
+        # each token's length, where a piece that does not spell its text (specials, <unk>, bytes) is longer than
+        # any text, so that its text's pieces never end where its kept characters do
+        self._lengths = np.where(spans.unspelled, _UNSPELLED_LENGTH, spans.token_lengths).astype(np.int32)
+        self._rule = spans.rule
 
     def of(self, texts: Sequence[str], ids: np.ndarray, counts: np.ndarray) -> PlainPieces:
         """The pieces of `texts` (texts, or words each encoded on its own) and their spans: `ids` are the fairseq
         ids of all their pieces, flat, text `t` having `counts[t]` of them. A text's spans are not right where it
         holds a character the normalizer may replace or merge, a piece that does not spell its text, or pieces that
-        do not end where the text does."""
-        spaced, changed = self._rule.changes(texts)
-        kept = KeptCharacters(texts, spaced)
+        do not end where the text does. (Array methods rather than numpy's functions: their Python wrappers were a
+        tenth of a call.)"""
+        joined = JoinedUnits(texts)
+        changed = self._rule.replaced(joined)
         if len(texts) < _FEWEST_VECTORIZED_TEXTS:
-            return self._of_few(ids, counts, kept, changed)
+            return self._of_few(ids, counts, KeptCharacters(joined, joined.spaced()), changed)
+        kept = KeptCharacters(joined)
         lengths = self._lengths[ids]
-        ends = np.cumsum(lengths)  # in normalized characters, all texts together
-        firsts = exclusive_sum(counts)
-        nonempty = slice(None) if counts.all() else counts > 0
-        chosen = firsts[nonempty]  # each text's first piece
-        before = np.zeros(len(texts), np.int64)  # normalized characters before each text
-        before[nonempty] = ends[chosen] - lengths[chosen]
-        # within the text's kept characters, as if contiguous from `first` (the dummy "▁" before it, if any)
-        ends += np.repeat(kept.first - kept.dummy - before, counts)
-        starts = ends - lengths
-        starts[chosen] = kept.first[nonempty]  # the dummy "▁" shares the first character's span
-        ends[chosen] = np.maximum(ends[chosen], kept.first[nonempty] + 1)
-        right = kept.end == kept.first  # a text without pieces keeps nothing
-        right[nonempty] = ends[chosen + counts[nonempty] - 1] == kept.end[nonempty]
-        unspelled = self._unspelled[ids]
-        if unspelled.any():
-            right[np.repeat(np.arange(len(texts)), counts)[unspelled]] = False
+        bounds = np.zeros(len(ids) + 1, np.int64)  # normalized characters before each piece, and in all
+        lengths.cumsum(out=bounds[1:])
+        firsts = counts.cumsum() - counts
+        before = bounds[firsts]  # before each text
+        right = bounds[firsts + counts] - before == kept.end - kept.first + kept.dummy
         if changed:
             right[list(changed)] = False
-        if kept.runs:
-            kept.move_past_runs(starts, ends, counts)
+        # within the text's kept characters, as if contiguous from `first` (the dummy "▁" just before it, if any)
+        ends = bounds[1:] + (kept.first - kept.dummy - before).repeat(counts)
+        starts = ends - lengths
+        # the dummy "▁" shares the first kept character's span (only a text's first piece can start before it)
+        first = kept.first.repeat(counts)
+        np.maximum(starts, first, out=starts)
+        first += 1
+        np.maximum(ends, first, out=ends)
+        kept.place(starts, ends, counts)
         return PlainPieces(ids, span_tuples(starts, ends - starts), counts, firsts, right)
 
     def _of_few(self, ids: np.ndarray, counts: np.ndarray, kept: KeptCharacters, changed: set[int]) -> PlainPieces:
         """`of` text by text in Python, the same arithmetic on lists: for a few texts, numpy's fixed cost per
-        operation (~1 us, ~35 of them) is most of a call."""
-        lengths, unspelled = self._lengths[ids].tolist(), self._unspelled[ids]
+        operation (~1 us, ~20 of them) is most of a call."""
+        lengths = self._lengths[ids].tolist()
         runs = {}  # each text's inner runs, in order
         for text, run_start, run_end in kept.runs:
             runs.setdefault(text, []).append((run_start, run_end))
@@ -97,7 +99,7 @@ class PlainSpans:
             zip(counts.tolist(), kept.first.tolist(), kept.dummy.tolist(), kept.end.tolist())
         ):
             text_spans = None
-            if index not in changed and not unspelled[first_piece : first_piece + count].any():
+            if index not in changed:
                 piece_lengths = lengths[first_piece : first_piece + count]
                 text_spans = _text_spans(piece_lengths, first, dummy, end, runs.get(index, ()))
             spans += text_spans or [(0, 0)] * count
@@ -124,6 +126,8 @@ def _text_spans(piece_lengths: list[int], first: int, dummy: int, end: int, runs
         ends[moved:] = [end + removed for end in ends[moved:]]
     return list(zip(starts, ends))
 
+
+_UNSPELLED_LENGTH = 1 << 24
 
 # From this many texts on, `PlainSpans.of` spans a batch in numpy; below, text by text in Python. Measured on a
 # 2-core Zen 4, in us, Python / numpy: 2 English lines 20 / 37, 4 27 / 39, 8 45 / 44, 16 88 / 83; 2 CLDR lines 14 /
@@ -166,16 +170,28 @@ class PlainRows:
 
     def attribute(self, name: str, row: int) -> list:
         """Row `row`'s `offsets`, `word_ids`, `sequence_ids`, `tokens` or `special_tokens_mask`."""
-        column = self._columns.get(name)
-        if column is None:
-            column = self._columns[name] = getattr(self, f"_{name}")()
-        pieces, opening, closing, pad = column
+        pieces, opening, closing, pad = self._column(name)
         start, stop = self._bounds[row]
         values = [opening, *pieces[start:stop], closing] if self._special else pieces[start:stop]
         missing = self._missing[row]
         if missing > 0:
             values = [pad] * missing + values if self._pad_direction == "left" else values + [pad] * missing
         return values
+
+    def every_row(self, name: str) -> list[list]:
+        """`attribute` of every row, in order: for rows without padding, one loop over them."""
+        pieces, opening, closing, _ = self._column(name)
+        if any(self._missing):
+            return [self.attribute(name, row) for row in range(len(self._bounds))]
+        if self._special:
+            return [[opening, *pieces[start:stop], closing] for start, stop in self._bounds]
+        return [pieces[start:stop] for start, stop in self._bounds]
+
+    def _column(self, name: str) -> tuple[list, Any, Any, Any]:
+        column = self._columns.get(name)
+        if column is None:
+            column = self._columns[name] = getattr(self, f"_{name}")()
+        return column
 
     # each attribute: its per-piece values, then its value at <s>, at </s> and at a pad
     def _offsets(self) -> tuple[list, Any, Any, Any]:

@@ -35,7 +35,6 @@ import re
 from bisect import bisect_right
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from itertools import accumulate
 
 import numpy as np
 
@@ -91,16 +90,16 @@ class PieceSpans:
     def pieces_of(self, units: Sequence[str], ids: np.ndarray, counts: np.ndarray) -> UnitPieces:
         """The spans of every piece of every unit (texts, or words each encoded on its own), in one pass: `ids` are
         the fairseq ids of all the units' pieces, flat, unit `u` having `counts[u]` of them."""
-        doubtful, spaced = self._units_maybe_changed(units, ids, counts)
+        joined = JoinedUnits(units)
+        doubtful, spaced = self._units_maybe_changed(joined, ids)
         # spans over the characters the normalizer keeps, then moved onto the unit's own
-        kept_characters = KeptCharacters(units, spaced)
+        kept_characters = KeptCharacters(joined, None if spaced else ())
         kept_count = kept_characters.end - kept_characters.first
         starts, ends, kept = self._bounds(kept_count, ids, counts, kept_characters.dummy == 0)
         if spaced:
             starts += np.repeat(kept_characters.first, counts)
             ends += np.repeat(kept_characters.first, counts)
-            if kept_characters.runs:
-                kept_characters.move_past_runs(starts, ends, counts)
+            kept_characters.place(starts, ends, counts)
         if doubtful:
             chosen = np.fromiter(doubtful, np.int64, len(doubtful))
             chosen = chosen[counts[chosen] > 0]  # a unit without pieces has no span to move
@@ -119,21 +118,19 @@ class PieceSpans:
         unit_base[nonempty] = before[firsts[nonempty]]
         return before + starting - np.repeat(unit_base, pieces.counts) - 1
 
-    def _units_maybe_changed(
-        self, units: Sequence[str], ids: np.ndarray, counts: np.ndarray
-    ) -> tuple[Collection[int], set[int]]:
+    def _units_maybe_changed(self, joined: JoinedUnits, ids: np.ndarray) -> tuple[Collection[int], bool]:
         """The units not known to normalize to "▁" + themselves with " " -> "▁" (the pieces, which spell the
         normalized text, are then checked by `_bounds`): by their characters where the rule is known, else by one
         string comparison of what all the pieces spell (every unit when it fails).
 
-        Apart, where the rule is known: the units it keeps but for the spaces it removes (an indented line, a run
-        of spaces between sentences), whose spans `KeptCharacters` places without spelling them out."""
+        And whether, the rule being known, some unit loses spaces to it (an indented line, a run of spaces between
+        sentences): `KeptCharacters` then places their spans without spelling them out."""
+        units = joined.units
         if self.rule is None:
             spelled = "".join(self.token_array[ids])
             kept = spelled == (SPACE_SYMBOL + SPACE_SYMBOL.join(units)).replace(" ", SPACE_SYMBOL)
-            return () if kept else range(len(units)), ()
-        spaced, changed = self.rule.changes(units)
-        return changed, spaced - changed
+            return () if kept else range(len(units)), False
+        return self.rule.replaced(joined), joined.spaced_any
 
     @functools.cached_property
     def _space_codes(self) -> np.ndarray:
@@ -219,7 +216,9 @@ class PieceSpans:
         refused[unit_of[keys[unit_of[keys] == unit_of[keys + 1]]]] = True  # not a pair across two units
         line_feed = np.concatenate([[False], (code[1:] == 10) & (code[:-1] == 13) & (position[1:] > 0)])
         position, mapped, unit_of = position[~line_feed], mapped[~line_feed], unit_of[~line_feed]
-        keep = ~_extra_spaces(mapped == 32, unit_of, len(lengths))
+        last = np.ones(len(unit_of), bool)
+        last[:-1] = unit_of[1:] != unit_of[:-1]
+        keep = ~_removed_spaces(mapped == 32, last)
         return position[keep], mapped[keep], unit_of[keep], refused
 
     def _bounds(
@@ -257,22 +256,70 @@ class PieceSpans:
         return starts, ends, kept
 
 
+class JoinedUnits:
+    """Units (texts, or words each encoded on its own) laid end to end with one " " between each two, as
+    `NormalizationRule` and `KeptCharacters` look at them, made once for both: `text`, its code points `code`, and
+    in it each unit's first character (`starts`) and length (`lengths`). `spaced_any` says whether any unit has
+    spaces the normalizer removes (at either end, in a run) or is empty ("" normalizes to "", without "▁")."""
+
+    def __init__(self, units: Sequence[str]):
+        self.units, self.text = units, " ".join(units)
+        self.code = _code_points(self.text)
+        self.lengths = np.fromiter(map(len, units), np.int64, len(units))
+        self.starts = exclusive_sum(self.lengths + 1)
+        self.spaced_any = not all(units) or self.text[:1] == " " or self.text[-1:] == " " or "  " in self.text
+
+    def spaced(self) -> set[int]:
+        """The units (by index) with spaces the normalizer removes, or empty."""
+        if not self.spaced_any:
+            return set()
+        return {
+            index
+            for index, unit in enumerate(self.units)
+            if not unit or unit[0] == " " or unit[-1] == " " or "  " in unit
+        }
+
+
 class KeptCharacters:
     """Which characters of each text the normalizer keeps, for texts it changes only by removing spaces: from
-    `first` (0, or a leading run's last space, the text's "▁", where `dummy` is then 0) to the last character that
-    is not a space, less all but the last space of each inner run (with which `tokenizers` aligns the run's one
-    space). Counted as if those characters were contiguous from `first`, they end at `end` (`end - first` are
-    kept; none for a text of spaces only). `runs` (text, start, end) lists the inner runs, texts and runs in
-    order. Only the `spaced` texts (by index) are looked at: in the others every character is kept. Spaces are
-    found by runs (a regular expression on the texts that have any), not character by character."""
+    `first` (0, or a leading run's last space, the text's "▁") to the last character that is not a space, less all
+    but the last space of each inner run (with which `tokenizers` aligns the run's one space). Counted as if those
+    characters were contiguous from `first`, they end at `end` (`end - first` are kept; none for a text of spaces
+    only). `dummy` is 1 where the normalized text starts with a dummy "▁" (it keeps a character, and the first is
+    not a space), else 0. Only the `spaced` texts (by index) are looked at: in the others every character is kept.
 
-    def __init__(self, texts: Sequence[str], spaced: set[int]):
-        self.end = np.fromiter(map(len, texts), np.int64, len(texts))
-        self.first, self.dummy = np.zeros(len(texts), np.int64), np.ones(len(texts), np.int64)
+    Made text by text in Python for a caller that spans a few texts one by one, from the `spaced` texts it names
+    (`runs` then lists their inner runs as (text, start, end), texts and runs in order); else with every character
+    of all texts looked at once in numpy (~15 operations), and `place` moves all texts' spans at once."""
+
+    def __init__(self, joined: JoinedUnits, spaced: Collection[int] | None = None):
+        self.end = joined.lengths.copy()
+        self.first, self.dummy = np.zeros(len(self.end), np.int64), np.ones(len(self.end), np.int64)
         self.runs: list[tuple[int, int, int]] = []
-        if not spaced:
-            return
-        indices, firsts, ends = sorted(spaced), [], []
+        self._kept_places: tuple[np.ndarray, np.ndarray] | None = None
+        if spaced is None and joined.spaced_any:
+            self._lay_out(joined)
+        elif spaced:
+            self._look_at(joined.units, sorted(spaced))
+
+    def place(self, starts: np.ndarray, ends: np.ndarray, counts: np.ndarray) -> None:
+        """Spans over the kept characters (as if contiguous from `first`) moved onto the text's own, in place (text
+        `t` holding `counts[t]` spans, texts in order): a start onto its character, an end after its last
+        character (so past the removed spaces of a run only if that character is the run's kept space or after
+        it). Only for characters laid out (made without `spaced`)."""
+        if self._kept_places is None or not len(self._kept_places[1]):
+            return  # not laid out, or no character kept (so no span that is right)
+        kept_before, places = self._kept_places
+        shift = (kept_before - self.first).repeat(counts)
+        # "clip": the spans of a text that is not right (its pieces overrun its kept characters) stay in range
+        starts += shift
+        places.take(starts, out=starts, mode="clip")
+        ends += shift - 1
+        places.take(ends, out=ends, mode="clip")
+        ends += 1
+
+    def _look_at(self, texts: Sequence[str], indices: list[int]) -> None:
+        firsts, ends = [], []
         for index in indices:
             text = texts[index]
             end = len(text.rstrip(" "))
@@ -284,24 +331,31 @@ class KeptCharacters:
             runs = [(index, *run.span()) for run in _SPACE_RUN.finditer(text, leading, end)]
             ends.append(end - sum(run_end - run_start - 1 for _, run_start, run_end in runs))
             self.runs += runs
-        leading = np.array(firsts, np.int64)
-        self.first[indices], self.dummy[indices], self.end[indices] = np.maximum(leading - 1, 0), leading == 0, ends
+        leading, ends = np.array(firsts, np.int64), np.array(ends, np.int64)
+        self.first[indices], self.end[indices] = np.maximum(leading - 1, 0), ends
+        self.dummy[indices] = (leading == 0) & (ends > 0)
 
-    def move_past_runs(self, starts: np.ndarray, ends: np.ndarray, counts: np.ndarray) -> None:
-        """Spans over the kept characters (as if contiguous) moved onto the text's own, in place: a start at or
-        after a run's kept space moves past the spaces removed before it, an end only if its last character is
-        that space or after it."""
-        text, run_start, run_end = (np.array(column, np.int64) for column in zip(*self.runs))
-        removed = run_end - run_start - 1
-        before = exclusive_sum(removed)
-        before -= before[np.searchsorted(text, text)]  # removed by the text's earlier runs
-        stride = int(self.end.max()) + 2  # orders (text, position) pairs as one number
-        thresholds = text * stride + run_start - before  # each run's kept space, as if contiguous
-        removed_up_to = np.concatenate([[0], np.cumsum(removed)])
-        piece_text = np.repeat(np.arange(len(counts)), counts) * stride
-        text_runs = removed_up_to[np.searchsorted(thresholds, piece_text)]
-        starts += removed_up_to[np.searchsorted(thresholds, piece_text + starts, "right")] - text_runs
-        ends += removed_up_to[np.searchsorted(thresholds, piece_text + ends)] - text_runs
+    def _lay_out(self, joined: JoinedUnits) -> None:
+        code, starts = joined.code, joined.starts
+        if not len(code):  # empty units only: nothing kept, nothing to place
+            self.dummy[:] = 0
+            return
+        ends = starts + joined.lengths
+        last = np.zeros(len(code), bool)
+        last[ends - 1] = True  # an empty unit marks the " " before it (or the last character, if it is the first)
+        kept = ~_removed_spaces(code == 32, last)
+        kept[starts[1:] - 1] = False  # the " " between two units
+        positions = kept.nonzero()[0]
+        kept_before = positions.searchsorted(starts)
+        kept_count = positions.searchsorted(ends) - kept_before
+        places = positions - starts.repeat(kept_count)  # each kept character's place in its unit
+        some = kept_count > 0
+        first_kept = kept_before[some]
+        self.first[some] = places[first_kept]
+        self.dummy = np.zeros(len(starts), np.int64)
+        self.dummy[some] = code[positions[first_kept]] != 32
+        self.end = self.first + kept_count
+        self._kept_places = kept_before, places
 
 
 def _code_points(text: str) -> np.ndarray:
@@ -345,20 +399,14 @@ def _moved_onto(
     ends[piece] = position[base + ends[piece] - 1] + 1
 
 
-def _extra_spaces(space: np.ndarray, unit_of: np.ndarray, units: int) -> np.ndarray:
-    """The spaces the normalizer removes, of characters laid out unit after unit (`unit_of` non-decreasing, every
-    unit non-empty): those after a unit's last other character, and all but the last of each run (a leading run
-    keeps its last space too: it becomes the unit's "▁", see `sentencepiece_conversion._LEADING_SPACE`)."""
-    solid_up_to = np.cumsum(~space)  # characters other than spaces up to each one, all units together
-    last = np.cumsum(np.bincount(unit_of, minlength=units)) - 1
-    spaces = np.flatnonzero(space)  # only these are looked at (a small share of most text)
-    unit, solid = unit_of[spaces], solid_up_to[spaces]
-    trailing = solid == solid_up_to[last][unit]
-    after = np.minimum(spaces + 1, len(space) - 1)
-    followed = space[after] & (unit_of[after] == unit) & (spaces + 1 < len(space))
-    extra = np.zeros(len(space), bool)
-    extra[spaces[trailing | followed]] = True
-    return extra
+def _removed_spaces(space: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """The spaces the normalizer removes, of characters laid out unit after unit (`space`: each character's being a
+    space; `last`: its being its unit's last): each space followed by another of its unit or by its unit's end.
+    So all but the last of each run go, and a unit's trailing run entirely; a leading run keeps its last space,
+    which becomes the unit's "▁" (see `sentencepiece_conversion._LEADING_SPACE`)."""
+    followed = np.zeros(len(space), bool)
+    followed[:-1] = space[1:]
+    return space & (followed | last)
 
 
 def span_tuples(starts: np.ndarray, lengths: np.ndarray) -> list[tuple[int, int]]:
@@ -367,12 +415,13 @@ def span_tuples(starts: np.ndarray, lengths: np.ndarray) -> list[tuple[int, int]
     Spans starting in a text's first 512 characters and shorter than 32 (nearly all) are shared tuples made once:
     handing out a tuple already made costs neither an allocation nor, later, the cycle collector's look at it."""
     common = (starts < _COMMON_STARTS) & (lengths < _COMMON_LENGTHS)
+    if common.all():
+        return _common_spans()[starts * _COMMON_LENGTHS + lengths].tolist()
     spans = _common_spans()[np.where(common, starts * _COMMON_LENGTHS + lengths, 0)]
-    if not common.all():
-        rare = np.flatnonzero(~common)
-        rare_starts = starts[rare]
-        rare_spans = zip(rare_starts.tolist(), (rare_starts + lengths[rare]).tolist())
-        spans[rare] = np.fromiter(rare_spans, dtype=object, count=len(rare))
+    rare = np.flatnonzero(~common)
+    rare_starts = starts[rare]
+    rare_spans = zip(rare_starts.tolist(), (rare_starts + lengths[rare]).tolist())
+    spans[rare] = np.fromiter(rare_spans, dtype=object, count=len(rare))
     return spans.tolist()
 
 
@@ -387,7 +436,7 @@ def _common_spans() -> np.ndarray:
 
 def exclusive_sum(values: np.ndarray) -> np.ndarray:
     """Each position's sum of the values before it (the first 0)."""
-    return np.cumsum(values) - values
+    return values.cumsum() - values
 
 
 class NormalizationRule:
@@ -424,33 +473,22 @@ class NormalizationRule:
 
     def changed(self, units: Sequence[str]) -> set[int]:
         """The indices of the units (texts, or words) the normalizer may change; it keeps all the others as they are."""
-        spaced, changed = self.changes(units)
-        return spaced | changed
+        joined = JoinedUnits(units)
+        return joined.spaced() | self.replaced(joined)
 
-    def changes(self, units: Sequence[str]) -> tuple[set[int], set[int]]:
-        """The units the normalizer may change (by index), in two sets that may overlap: those with spaces it
-        removes (at either end, in runs) or empty, and those with characters it may replace or merge.
-
-        All units are looked at in one pass: one flag per character of the units joined by " ", in numpy (a regular
+    def replaced(self, joined: JoinedUnits) -> set[int]:
+        """The units (by index) holding characters the normalizer may replace or merge; `joined.spaced()` are those
+        whose spaces it removes. All units are looked at in one pass: one flag per character, in numpy (a regular
         expression over these character classes is ~50x slower), and each flagged position mapped to its unit."""
-        text = " ".join(units)
-        spaced, changed = set(), set()
-        if not all(units) or text[:1] == " " or text[-1:] == " " or "  " in text:  # "" normalizes to "", no "▁"
-            spaced.update(
-                index
-                for index, unit in enumerate(units)
-                if not unit or unit[0] == " " or unit[-1] == " " or "  " in unit
-            )
-        flags = self._flags[_code_points(text)]
+        flags = self._flags[joined.code]
         if not flags.any():  # most batches: nothing replaced, no second character of a key
-            return spaced, changed
+            return set()
         # a replaced character, or the second character of a key (a pair across units, " " + a second character,
         # only ever counts against the unit: conservative)
+        text = joined.text
         positions = np.flatnonzero(flags & 1).tolist() + (self._key_starts_flagged(text, flags) + 1).tolist()
-        if positions:
-            unit_starts = list(accumulate((len(unit) + 1 for unit in units[:-1]), initial=0))
-            changed.update(bisect_right(unit_starts, position) - 1 for position in positions)
-        return spaced, changed
+        unit_starts = joined.starts.tolist()
+        return {bisect_right(unit_starts, position) - 1 for position in positions}
 
     def multi_character_key_starts(self, text: str, code_points: np.ndarray) -> np.ndarray:
         """The positions in `text` (of code points `code_points`) where a multi-character key of the map starts."""

@@ -22,6 +22,13 @@ from .sentencepiece_conversion import (
     model_proto_from_tokenizer_json,
     read_fairseq_dict,
 )
+from .sentencepiece_rows import SentencePieceEncoding
+
+# per-token columns of `XLMRTokenizerFast._encode_plus`: (option, column, row attribute)
+_PER_TOKEN_COLUMNS = (
+    ("return_special_tokens_mask", "special_tokens_mask", "special_tokens_mask"),
+    ("return_offsets_mapping", "offset_mapping", "offsets"),
+)
 
 # the options of transformers' `_encode_plus` that `XLMRTokenizerFast._encode_plus` lays out itself
 _COLUMN_OPTIONS = frozenset(
@@ -185,10 +192,10 @@ class XLMRTokenizerFast(PreTrainedTokenizerFast):
             columns["token_type_ids"] = [row.type_ids for row in rows]
         if attention_mask or (attention_mask is None and "attention_mask" in self.model_input_names):
             columns["attention_mask"] = [row.attention_mask for row in rows]
-        if options.get("return_special_tokens_mask"):
-            columns["special_tokens_mask"] = [row.special_tokens_mask for row in rows]
-        if options.get("return_offsets_mapping"):
-            columns["offset_mapping"] = [row.offsets for row in rows]
+        lazy = rows[0]._batch if rows and isinstance(rows[0], SentencePieceEncoding) else None
+        for option, column, name in _PER_TOKEN_COLUMNS:
+            if options.get(option):
+                columns[column] = lazy.column(rows, name) if lazy else [getattr(row, name) for row in rows]
         if options.get("return_length"):
             columns["length"] = [len(row.ids) for row in rows]
         if rows:  # transformers warns about the longest row only once anyway
