@@ -205,28 +205,12 @@ class SentencePieceBackend:
         batch = LazyBatch(self, items, parts, add_special_tokens, segment_parts, word_counts)
         # A template set by the user (not fairseq's) is applied by `tokenizers` itself.
         fast = batch.own_template
-        if (
-            fast
-            and add_special_tokens
-            and batch.truncation is None
-            and not is_pretokenized
-            and len(words) == len(items)
-        ):
-            rows = [[0, *ids, 2] for ids in word_ids]  # the common call: single texts, <s> A </s>, uncut
-        else:
-            rows = [_fast_ids(parts, add_special_tokens, batch.truncation) if fast else None for parts in batch.parts]
+        rows = [_fast_ids(parts, add_special_tokens, batch.truncation) if fast else None for parts in batch.parts]
         built = [index for index, row in enumerate(rows) if row is None]  # not a plain cut: `tokenizers` builds it
         for index, (encoding, spans) in zip(built, self._build_encodings(batch, built)):
             rows[index] = SentencePieceEncoding.wrap(encoding, spans)
         batch.row_lengths = [len(row) for row in rows]
         batch.length = _padded_length(batch.padding, batch.row_lengths)
-        if not built and batch.length is None:  # every row lazy and none padded: one loop
-            batch.lazy_rows = list(range(len(rows)))
-            new_row = SentencePieceEncoding
-            return [
-                new_row(ids, [1] * len(ids), len(item), 0, batch, index)
-                for index, (ids, item) in enumerate(zip(rows, items))
-            ]
         batch.lazy_rows = [index for index, row in enumerate(rows) if isinstance(row, list)]
         for index, row in enumerate(rows):
             if isinstance(row, list):

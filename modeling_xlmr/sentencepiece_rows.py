@@ -308,11 +308,8 @@ class LazyBatch:
     def plain(self, index: int) -> tuple[PlainRows, int] | None:
         """Row `index`'s per-token attributes from `PlainSpans` (the batch's plain rows and the row's place among
         them), None where the row is not one text that lane can tell (a pair, pre-split words, an added token, a
-        character the normalizer changes): `native` or `tokenizers` then answers. The first call does every
-        lazy row of the batch at once."""
-        if self._plains is None:
-            self._plains = self._all_plains()
-        rows, positions = self._plains
+        character the normalizer changes): `native` or `tokenizers` then answers."""
+        rows, positions = self._plain_lane()
         position = positions.get(index)
         return None if position is None else (rows, position)
 
@@ -320,12 +317,17 @@ class LazyBatch:
         """`[getattr(row, name) for row in rows]` for `offsets` or `special_tokens_mask`, where `rows` are this
         batch's rows as `encode_batch` returned them: when all of them are plain rows, handed out in one loop (a
         property, a lookup and a call per row cost ~1 us a row, a fifth of a short line's offsets)."""
-        if self._plains is None:
-            self._plains = self._all_plains()
-        plain, positions = self._plains
+        plain, positions = self._plain_lane()
         if plain is not None and len(positions) == len(rows) and all(row._batch is self for row in rows):
             return plain.every_row(name)
         return [getattr(row, name) for row in rows]
+
+    def _plain_lane(self) -> tuple[PlainRows | None, dict[int, int]]:
+        """The batch's plain rows and each one's place among them (by its index in the batch), made for every lazy
+        row of the batch at once on first use."""
+        if self._plains is None:
+            self._plains = self._all_plains()
+        return self._plains
 
     def _all_plains(self) -> tuple[PlainRows | None, dict[int, int]]:
         plain_spans = self.backend._reference.plain_spans
@@ -377,9 +379,8 @@ class LazyBatch:
         character, or if the batch is too small to be worth laying out in numpy (`tokenizers` then builds the row).
         The first call does every lazy row of the batch that `plain` does not at once."""
         if self._natives is None:
-            if self._plains is None:
-                self._plains = self._all_plains()
-            rows = [row for row in self.lazy_rows if row not in self._plains[1]]
+            plain_positions = self._plain_lane()[1]
+            rows = [row for row in self.lazy_rows if row not in plain_positions]
             self._natives = self._all_natives(rows) if len(rows) >= _FEWEST_NATIVE_ROWS else (None, {})
             # the rows left to `tokenizers`, which `build` then makes in one call
             self.native_failed = [row for row in rows if row not in self._natives[1]]
