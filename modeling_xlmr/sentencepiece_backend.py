@@ -40,7 +40,7 @@ from .sentencepiece_conversion import (
     renumbered_in_fairseq_order,
 )
 from .sentencepiece_plain import PlainSpans
-from .sentencepiece_rows import LazyBatch, SentencePieceEncoding, pad_arguments, template_state
+from .sentencepiece_rows import LazyBatch, LazyRows, SentencePieceEncoding, template_state
 from .sentencepiece_spans import NormalizationRule, PieceSpans
 
 # Rust's `char::is_whitespace` (Unicode White_Space), which `tokenizers` uses for an added token's lstrip/rstrip.
@@ -183,6 +183,10 @@ class SentencePieceBackend:
         return self.encode_batch([item], add_special_tokens=add_special_tokens, is_pretokenized=is_pretokenized)[0]
 
     def encode_batch(self, inputs, add_special_tokens: bool = True, is_pretokenized: bool = False):
+        return list(self.encode_rows(inputs, add_special_tokens, is_pretokenized))
+
+    def encode_rows(self, inputs, add_special_tokens: bool = True, is_pretokenized: bool = False) -> LazyRows:
+        """`encode_batch`'s rows, each made only when read; the columns of all rows (`LazyRows.ids`...) at once."""
         if is_pretokenized:  # each text is a list of words, each word encoded on its own (as `tokenizers` does)
             items = [tuple(item) if _is_word_pair(item) else (item,) for item in inputs]
             words = [word for item in items for text in item for word in text]
@@ -212,15 +216,7 @@ class SentencePieceBackend:
         batch.row_lengths = [len(row) for row in rows]
         batch.length = _padded_length(batch.padding, batch.row_lengths)
         batch.lazy_rows = [index for index, row in enumerate(rows) if isinstance(row, list)]
-        for index, row in enumerate(rows):
-            if isinstance(row, list):
-                rows[index] = SentencePieceEncoding.padded(
-                    row, len(items[index]), batch.padding, batch.length, batch, index
-                )
-            elif batch.length is not None:
-                row.encoding.pad(batch.length, **pad_arguments(batch.padding))
-                row.ids, row.attention_mask = row.encoding.ids, row.encoding.attention_mask
-        return rows
+        return LazyRows(batch, rows)
 
     def _build_encodings(self, batch: LazyBatch, indices: list[int]) -> list[tuple[Encoding, tuple | None]]:
         """The `tokenizers.Encoding` of each chosen item of `batch` (ids equal to its sentencepiece ids), unpadded.

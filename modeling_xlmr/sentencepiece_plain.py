@@ -68,12 +68,13 @@ class PlainSpans:
         if len(texts) < _FEWEST_VECTORIZED_TEXTS:
             return self._of_few(ids, counts, KeptCharacters(joined, joined.spaced()), changed)
         kept = KeptCharacters(joined)
-        lengths = self._lengths[ids]
+        lengths = self._lengths.take(ids)
         bounds = np.zeros(len(ids) + 1, np.int64)  # normalized characters before each piece, and in all
         lengths.cumsum(out=bounds[1:])
-        firsts = counts.cumsum() - counts
+        lasts = counts.cumsum()  # one past each text's last piece
+        firsts = lasts - counts
         before = bounds[firsts]  # before each text
-        right = bounds[firsts + counts] - before == kept.end - kept.first + kept.dummy
+        right = bounds[lasts] - before == kept.end - kept.first + kept.dummy
         if changed:
             right[list(changed)] = False
         # within the text's kept characters, as if contiguous from `first` (the dummy "▁" just before it, if any)

@@ -218,7 +218,7 @@ class PieceSpans:
         position, mapped, unit_of = position[~line_feed], mapped[~line_feed], unit_of[~line_feed]
         last = np.ones(len(unit_of), bool)
         last[:-1] = unit_of[1:] != unit_of[:-1]
-        keep = ~_removed_spaces(mapped == 32, last)
+        keep = _kept_by_space_rule(mapped != 32, last)
         return position[keep], mapped[keep], unit_of[keep], refused
 
     def _bounds(
@@ -258,16 +258,26 @@ class PieceSpans:
 
 class JoinedUnits:
     """Units (texts, or words each encoded on its own) laid end to end with one " " between each two, as
-    `NormalizationRule` and `KeptCharacters` look at them, made once for both: `text`, its code points `code`, and
-    in it each unit's first character (`starts`) and length (`lengths`). `spaced_any` says whether any unit has
-    spaces the normalizer removes (at either end, in a run) or is empty ("" normalizes to "", without "▁")."""
+    `NormalizationRule` and `KeptCharacters` look at them, made once for both: `text`, its code points `code`, each
+    unit's length (`lengths`) and where it starts in `text` (`bounds[u]`; `bounds[-1]` is one past the text's end,
+    where a unit after the last would start). `spaced_any` says whether any unit has spaces the normalizer removes
+    (at either end, in a run) or is empty ("" normalizes to "", without "▁")."""
 
     def __init__(self, units: Sequence[str]):
         self.units, self.text = units, " ".join(units)
-        self.code = _code_points(self.text)
         self.lengths = np.fromiter(map(len, units), np.int64, len(units))
-        self.starts = exclusive_sum(self.lengths + 1)
         self.spaced_any = not all(units) or self.text[:1] == " " or self.text[-1:] == " " or "  " in self.text
+
+    # made only when asked: a batch of plain ASCII text with single spaces looks at neither
+    @functools.cached_property
+    def code(self) -> np.ndarray:
+        return _code_points(self.text)
+
+    @functools.cached_property
+    def bounds(self) -> np.ndarray:
+        bounds = np.zeros(len(self.lengths) + 1, np.int64)
+        (self.lengths + 1).cumsum(out=bounds[1:])
+        return bounds
 
     def spaced(self) -> set[int]:
         """The units (by index) with spaces the normalizer removes, or empty."""
@@ -293,13 +303,14 @@ class KeptCharacters:
     of all texts looked at once in numpy (~15 operations), and `place` moves all texts' spans at once."""
 
     def __init__(self, joined: JoinedUnits, spaced: Collection[int] | None = None):
-        self.end = joined.lengths.copy()
-        self.first, self.dummy = np.zeros(len(self.end), np.int64), np.ones(len(self.end), np.int64)
         self.runs: list[tuple[int, int, int]] = []
         self._kept_places: tuple[np.ndarray, np.ndarray] | None = None
         if spaced is None and joined.spaced_any:
             self._lay_out(joined)
-        elif spaced:
+            return
+        self.end = joined.lengths.copy()
+        self.first, self.dummy = np.zeros(len(self.end), np.int64), np.ones(len(self.end), np.int64)
+        if spaced:
             self._look_at(joined.units, sorted(spaced))
 
     def place(self, starts: np.ndarray, ends: np.ndarray, counts: np.ndarray) -> None:
@@ -336,24 +347,21 @@ class KeptCharacters:
         self.dummy[indices] = (leading == 0) & (ends > 0)
 
     def _lay_out(self, joined: JoinedUnits) -> None:
-        code, starts = joined.code, joined.starts
-        if not len(code):  # empty units only: nothing kept, nothing to place
-            self.dummy[:] = 0
-            return
-        ends = starts + joined.lengths
-        last = np.zeros(len(code), bool)
-        last[ends - 1] = True  # an empty unit marks the " " before it (or the last character, if it is the first)
-        kept = ~_removed_spaces(code == 32, last)
-        kept[starts[1:] - 1] = False  # the " " between two units
+        code, bounds = joined.code, joined.bounds
+        # the " " after each unit (the text's end after the last) ends its trailing run: no other end is needed
+        kept = _kept_by_space_rule(code != 32)
+        kept[bounds[1:-1] - 1] = False  # the " " between two units
         positions = kept.nonzero()[0]
-        kept_before = positions.searchsorted(starts)
-        kept_count = positions.searchsorted(ends) - kept_before
-        places = positions - starts.repeat(kept_count)  # each kept character's place in its unit
+        if not len(positions):  # spaces and empty units only: nothing kept, nothing to place
+            self.first, self.dummy, self.end = (np.zeros(len(joined.lengths), np.int64) for _ in range(3))
+            return
+        edges = positions.searchsorted(bounds)  # characters kept before each unit, and in all
+        kept_before, kept_count = edges[:-1], edges[1:] - edges[:-1]
+        places = positions - bounds[:-1].repeat(kept_count)  # each kept character's place in its unit
         some = kept_count > 0
-        first_kept = kept_before[some]
-        self.first[some] = places[first_kept]
-        self.dummy = np.zeros(len(starts), np.int64)
-        self.dummy[some] = code[positions[first_kept]] != 32
+        first_kept = positions.take(kept_before, mode="clip")  # where `some` holds
+        self.first = (first_kept - bounds[:-1]) * some
+        self.dummy = ((code.take(first_kept) != 32) & some).astype(np.int64)
         self.end = self.first + kept_count
         self._kept_places = kept_before, places
 
@@ -399,14 +407,17 @@ def _moved_onto(
     ends[piece] = position[base + ends[piece] - 1] + 1
 
 
-def _removed_spaces(space: np.ndarray, last: np.ndarray) -> np.ndarray:
-    """The spaces the normalizer removes, of characters laid out unit after unit (`space`: each character's being a
-    space; `last`: its being its unit's last): each space followed by another of its unit or by its unit's end.
-    So all but the last of each run go, and a unit's trailing run entirely; a leading run keeps its last space,
-    which becomes the unit's "▁" (see `sentencepiece_conversion._LEADING_SPACE`)."""
-    followed = np.zeros(len(space), bool)
-    followed[:-1] = space[1:]
-    return space & (followed | last)
+def _kept_by_space_rule(other: np.ndarray, last: np.ndarray | None = None) -> np.ndarray:
+    """The characters the normalizer keeps of characters laid out unit after unit (`other`: each character's not
+    being a space), by its whitespace rule: a space followed by another space or by its unit's end goes. So all but
+    the last of each run go, and a unit's trailing run entirely; a leading run keeps its last space, which becomes
+    the unit's "▁" (see `sentencepiece_conversion._LEADING_SPACE`). `last` (each character's being its unit's last)
+    may be left out where a space follows every unit."""
+    kept = other.copy()
+    kept[:-1] |= other[1:]  # a space followed by a character that is not one (the last character: by the end)
+    if last is not None:
+        kept &= other | ~last
+    return kept
 
 
 def span_tuples(starts: np.ndarray, lengths: np.ndarray) -> list[tuple[int, int]]:
@@ -414,10 +425,11 @@ def span_tuples(starts: np.ndarray, lengths: np.ndarray) -> list[tuple[int, int]
 
     Spans starting in a text's first 512 characters and shorter than 32 (nearly all) are shared tuples made once:
     handing out a tuple already made costs neither an allocation nor, later, the cycle collector's look at it."""
+    places = starts * _COMMON_LENGTHS + lengths  # a common span's place in the table of shared tuples
+    if not len(places) or (lengths.max() < _COMMON_LENGTHS and places.max() < _COMMON_STARTS * _COMMON_LENGTHS):
+        return _common_spans().take(places).tolist()  # every span common (two reductions, not a mask)
     common = (starts < _COMMON_STARTS) & (lengths < _COMMON_LENGTHS)
-    if common.all():
-        return _common_spans()[starts * _COMMON_LENGTHS + lengths].tolist()
-    spans = _common_spans()[np.where(common, starts * _COMMON_LENGTHS + lengths, 0)]
+    spans = _common_spans().take(np.where(common, places, 0))
     rare = np.flatnonzero(~common)
     rare_starts = starts[rare]
     rare_spans = zip(rare_starts.tolist(), (rare_starts + lengths[rare]).tolist())
@@ -458,6 +470,7 @@ class NormalizationRule:
         self._flags = np.zeros(0x110000, dtype=np.uint8)
         self._flags[list(replaced | set(_SURROGATES))] = 1
         self._flags[[ord(pair[1]) for pair in self._key_starts]] |= 2
+        self._plain_ascii = bytes(code for code in range(128) if not self._flags[code])
 
     @classmethod
     def of(cls, normalizer_spec) -> NormalizationRule | None:
@@ -479,16 +492,20 @@ class NormalizationRule:
     def replaced(self, joined: JoinedUnits) -> set[int]:
         """The units (by index) holding characters the normalizer may replace or merge; `joined.spaced()` are those
         whose spaces it removes. All units are looked at in one pass: one flag per character, in numpy (a regular
-        expression over these character classes is ~50x slower), and each flagged position mapped to its unit."""
-        flags = self._flags[joined.code]
+        expression over these character classes is ~50x slower), and each flagged position mapped to its unit.
+        ASCII text is first looked at as bytes: deleting every byte the map leaves alone (bytes.translate, a
+        tight C loop) leaves nothing in nearly all of it."""
+        if joined.text.isascii() and not joined.text.encode("ascii").translate(None, self._plain_ascii):
+            return set()
+        flags = self._flags.take(joined.code)
         if not flags.any():  # most batches: nothing replaced, no second character of a key
             return set()
         # a replaced character, or the second character of a key (a pair across units, " " + a second character,
         # only ever counts against the unit: conservative)
         text = joined.text
         positions = np.flatnonzero(flags & 1).tolist() + (self._key_starts_flagged(text, flags) + 1).tolist()
-        unit_starts = joined.starts.tolist()
-        return {bisect_right(unit_starts, position) - 1 for position in positions}
+        bounds = joined.bounds.tolist()
+        return {bisect_right(bounds, position) - 1 for position in positions}
 
     def multi_character_key_starts(self, text: str, code_points: np.ndarray) -> np.ndarray:
         """The positions in `text` (of code points `code_points`) where a multi-character key of the map starts."""

@@ -22,7 +22,6 @@ from .sentencepiece_conversion import (
     model_proto_from_tokenizer_json,
     read_fairseq_dict,
 )
-from .sentencepiece_rows import SentencePieceEncoding
 
 # per-token columns of `XLMRTokenizerFast._encode_plus`: (option, column, row attribute)
 _PER_TOKEN_COLUMNS = (
@@ -183,19 +182,18 @@ class XLMRTokenizerFast(PreTrainedTokenizerFast):
             split_special_tokens = self.split_special_tokens
         if self._tokenizer.encode_special_tokens != split_special_tokens:
             self._tokenizer.encode_special_tokens = split_special_tokens
-        rows = self._tokenizer.encode_batch(
+        rows = self._tokenizer.encode_rows(
             texts, add_special_tokens=options.get("add_special_tokens", True), is_pretokenized=split_into_words
         )
-        columns = {"input_ids": [row.ids for row in rows]}
+        columns = {"input_ids": rows.ids}
         token_type_ids, attention_mask = options.get("return_token_type_ids"), options.get("return_attention_mask")
         if token_type_ids or (token_type_ids is None and "token_type_ids" in self.model_input_names):
             columns["token_type_ids"] = [row.type_ids for row in rows]
         if attention_mask or (attention_mask is None and "attention_mask" in self.model_input_names):
-            columns["attention_mask"] = [row.attention_mask for row in rows]
-        lazy = rows[0]._batch if rows and isinstance(rows[0], SentencePieceEncoding) else None
+            columns["attention_mask"] = rows.attention_masks
         for option, column, name in _PER_TOKEN_COLUMNS:
             if options.get(option):
-                columns[column] = lazy.column(rows, name) if lazy else [getattr(row, name) for row in rows]
+                columns[column] = rows.column(name)
         if options.get("return_length"):
             columns["length"] = [len(row.ids) for row in rows]
         if rows:  # transformers warns about the longest row only once anyway

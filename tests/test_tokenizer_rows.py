@@ -7,6 +7,7 @@ The reference here is the same call on the `tokenizers` pipeline alone (`verify_
 and transformers' own XLMRobertaTokenizer for the ids.
 """
 
+import copy
 import pickle
 import shutil
 
@@ -109,6 +110,22 @@ def test_default_call_reads_nothing_from_tokenizers(real_tokenizer, pipeline_onl
     assert batch["input_ids"] == reference["input_ids"]
     assert [batch.word_ids(i) for i in range(len(TEXTS))] == [reference.word_ids(i) for i in range(len(TEXTS))]
     assert [row.offsets for row in rows] == [row.offsets for row in reference.encodings]
+
+
+def test_encodings_read_as_a_list_of_rows(real_tokenizer, pipeline_only):
+    """`encodings` makes each row object only when read, and reads like the list `tokenizers` returns: length,
+    negative indices, slices, iteration, an IndexError past the end, and a deep copy."""
+    batch = real_tokenizer(TEXTS, padding=True)
+    reference = pipeline_only(TEXTS, padding=True).encodings
+    rows = batch.encodings
+    assert len(rows) == len(reference) == len(TEXTS)
+    assert rows[-1].ids == reference[-1].ids and rows[-1] is rows[len(TEXTS) - 1]
+    assert [row.ids for row in rows[1:3]] == [row.ids for row in reference[1:3]]
+    assert [row.tokens for row in rows] == [row.tokens for row in reference]
+    with pytest.raises(IndexError):
+        rows[len(TEXTS)]
+    copied = copy.deepcopy(batch)
+    assert [copied.word_ids(row) for row in range(len(TEXTS))] == [row.word_ids for row in reference]
 
 
 def test_rows_survive_pickling_and_later_settings(real_tokenizer, pipeline_only):
