@@ -200,7 +200,7 @@ class SentencePieceBackend:
         has_added_tokens = word_segments is not None
         if is_pretokenized:  # each text's ids are its words' ids, in order; only the words' piece counts are kept
             word_counts = np.fromiter(map(len, word_ids), np.int64, len(word_ids))
-            parts = _joined_words(items, word_ids, word_counts)
+            parts = _joined_words(items, word_ids)
             segment_parts = _nested_like(items, word_segments) if has_added_tokens else None
         else:
             word_counts = None
@@ -429,15 +429,12 @@ def _nested_like(items: list[tuple], values: list) -> list[list[list]]:
     return [[list(islice(flat, len(text))) for text in item] for item in items]
 
 
-def _joined_words(items: list[tuple], word_ids: list[list[int]], word_counts: np.ndarray) -> list[list[list[int]]]:
-    """Each text's ids, its words' ids one after the other (`word_ids`: all items' words in order, `word_counts`
-    their lengths), grouped as the items group their texts."""
-    all_ids = list(chain.from_iterable(word_ids))
-    words_per_text = [len(text) for item in items for text in item]
-    ends = np.zeros(len(word_ids) + 1, np.int64)
-    np.cumsum(word_counts, out=ends[1:])
-    bounds = ends[np.cumsum(words_per_text)].tolist()
-    return _grouped_like(items, [all_ids[start:end] for start, end in zip([0, *bounds], bounds)])
+def _joined_words(items: list[tuple], word_ids: list[list[int]]) -> list[list[list[int]]]:
+    """Each text's ids, its words' ids one after the other (`word_ids`: all items' words in order), grouped as the
+    items group their texts."""
+    words = iter(word_ids)
+    texts = [list(chain.from_iterable(islice(words, len(text)))) for item in items for text in item]
+    return _grouped_like(items, texts)
 
 
 def _is_word_pair(item) -> bool:

@@ -166,9 +166,10 @@ class LazyRows(Sequence):
         # `rows`: each row's ids (a lazy row) or its built `SentencePieceEncoding`, unpadded
         length, padding = batch.length, batch.padding
         self._batch, self._pad_type_id = batch, padding["pad_type_id"] if length is not None else 0
-        self._made = [None if isinstance(row, list) else row for row in rows]
+        every_row_lazy = len(batch.lazy_rows) == len(rows)
+        self._made = [None] * len(rows) if every_row_lazy else [None if isinstance(row, list) else row for row in rows]
         if length is None:
-            self.ids = [row if isinstance(row, list) else row.ids for row in rows]
+            self.ids = rows if every_row_lazy else [row if isinstance(row, list) else row.ids for row in rows]
             self.attention_masks = [[1] * len(row) for row in self.ids]
             return
         self.ids, self.attention_masks = [], []
@@ -192,9 +193,9 @@ class LazyRows(Sequence):
     def __getitem__(self, index):
         if isinstance(index, slice):
             return [self[position] for position in range(*index.indices(len(self)))]
-        index = range(len(self))[index]  # negative indices, and IndexError past the end
-        row = self._made[index]
+        row = self._made[index]  # an IndexError past the end, as a list
         if row is None:
+            index %= len(self._made)  # a negative index: the row's own
             n_sequences = len(self._batch.items[index])
             row = SentencePieceEncoding(
                 self.ids[index], self.attention_masks[index], n_sequences, self._pad_type_id, self._batch, index
