@@ -204,9 +204,13 @@ class LazyRows(Sequence):
         return row
 
     def column(self, name: str) -> list[list]:
-        """`[getattr(row, name) for row in self]` for `offsets` or `special_tokens_mask`: for a batch of plain
-        rows, handed out in one loop (`LazyBatch.column`) without making the row objects."""
-        return self._batch.column(self, name)
+        """`[getattr(row, name) for row in self]` for `offsets` or `special_tokens_mask`: when every row is a plain
+        row, handed out in one loop without making the row objects (a property, a lookup and a call per row cost
+        ~1 us a row, a fifth of a short line's offsets)."""
+        plain, positions = self._batch.plain_lane()
+        if plain is not None and len(positions) == len(self):
+            return plain.every_row(name)
+        return [getattr(row, name) for row in self]
 
     def __reduce__(self):
         return (list, (list(self),))
@@ -352,20 +356,11 @@ class LazyBatch:
         """Row `index`'s per-token attributes from `PlainSpans` (the batch's plain rows and the row's place among
         them), None where the row is not one text that lane can tell (a pair, pre-split words, an added token, a
         character the normalizer changes): `native` or `tokenizers` then answers."""
-        rows, positions = self._plain_lane()
+        rows, positions = self.plain_lane()
         position = positions.get(index)
         return None if position is None else (rows, position)
 
-    def column(self, rows: LazyRows, name: str) -> list[list]:
-        """`[getattr(row, name) for row in rows]` for `offsets` or `special_tokens_mask`, where `rows` are this
-        batch's rows: when all of them are plain rows, handed out in one loop (a property, a lookup and a call per
-        row cost ~1 us a row, a fifth of a short line's offsets)."""
-        plain, positions = self._plain_lane()
-        if plain is not None and len(positions) == len(rows):
-            return plain.every_row(name)
-        return [getattr(row, name) for row in rows]
-
-    def _plain_lane(self) -> tuple[PlainRows | None, dict[int, int]]:
+    def plain_lane(self) -> tuple[PlainRows | None, dict[int, int]]:
         """The batch's plain rows and each one's place among them (by its index in the batch), made for every lazy
         row of the batch at once on first use."""
         if self._plains is None:
@@ -426,7 +421,7 @@ class LazyBatch:
         character, or if the batch is too small to be worth laying out in numpy (`tokenizers` then builds the row).
         The first call does every lazy row of the batch that `plain` does not at once."""
         if self._natives is None:
-            plain_positions = self._plain_lane()[1]
+            plain_positions = self.plain_lane()[1]
             rows = [row for row in self.lazy_rows if row not in plain_positions]
             self._natives = self._all_natives(rows) if len(rows) >= _FEWEST_NATIVE_ROWS else (None, {})
             # the rows left to `tokenizers`, which `build` then makes in one call

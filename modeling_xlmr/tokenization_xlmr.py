@@ -195,7 +195,7 @@ class XLMRTokenizerFast(PreTrainedTokenizerFast):
             if options.get(option):
                 columns[column] = rows.column(name)
         if options.get("return_length"):
-            columns["length"] = [len(row.ids) for row in rows]
+            columns["length"] = [len(ids) for ids in rows.ids]
         if rows:  # transformers warns about the longest row only once anyway
             longest = max(columns["input_ids"], key=len)
             self._eventual_warn_about_too_long_sequence(
