@@ -318,6 +318,38 @@ def test_repeated_words_are_each_their_own(real_tokenizer, pipeline_only, real_s
     assert -1 not in plain["input_ids"][1]
 
 
+def test_words_remembered_across_calls_stay_their_own(real_tokenizer, real_spm_model, monkeypatch):
+    # Pre-split words are remembered across calls, up to a fixed number (then only looked up, as `tokenizers`' own
+    # Unigram cache does): later calls, calls past that number and a pickled copy still give each word
+    # sentencepiece's own pieces, and a caller changing a returned row changes no later row.
+    import pickle
+
+    from modeling_xlmr import sentencepiece_backend
+
+    reference = real_tokenizer._tokenizer._reference
+    monkeypatch.setattr(reference, "_word_cache", {})
+    monkeypatch.setattr(sentencepiece_backend, "_WORD_CACHE_SIZE", 4)
+    processor = sentencepiece.SentencePieceProcessor(model_file=real_spm_model)
+    calls = [
+        [["the", "cat", "sat"], ["Straße", "the"]],
+        [["the", "dog", "sat", "東京"], ["cat", "Kyiv", "Київ", "the"]],  # past the 4 remembered words
+        [["Київ", "dog", "the", "東京"], ["نحن", "cat"]],
+    ]
+    for words in calls:
+        encoded = real_tokenizer(words, is_split_into_words=True, add_special_tokens=False)
+        for row, row_words in zip(encoded["input_ids"], words):
+            expected = [piece for word in row_words for piece in processor.encode(word, out_type=str)]
+            assert real_tokenizer.convert_ids_to_tokens(row) == expected
+            row.append(-1)  # must not reach the remembered words
+        assert len(reference._word_cache) <= 4
+    assert set(reference._word_cache) == {"the", "cat", "sat", "Straße"}  # the first ones, then no more
+    copy = pickle.loads(pickle.dumps(real_tokenizer))
+    assert copy._tokenizer._reference._word_cache == {}
+    again = copy(calls[1], is_split_into_words=True, add_special_tokens=False)["input_ids"]
+    assert again == real_tokenizer(calls[1], is_split_into_words=True, add_special_tokens=False)["input_ids"]
+    assert -1 not in again[0] + again[1]
+
+
 # Texts that the normalization rule judges: the characters its map treats specially (combining marks, Bengali
 # vowel signs that merge with the sign before them, halfwidth voiced marks, fullwidth forms, joiners, controls,
 # enclosed letters from the astral planes) among ordinary ones and spaces.
