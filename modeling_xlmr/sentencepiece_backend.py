@@ -122,10 +122,7 @@ class SentencePieceReference:
             return list(map(cache.__getitem__, words))
         found = dict(zip(missing, self.ids(missing)))
         room = _WORD_CACHE_SIZE - len(cache)
-        if room >= len(found):
-            cache.update(found)
-            return list(map(cache.__getitem__, words))
-        cache.update(islice(found.items(), max(room, 0)))
+        cache.update(found if room >= len(found) else islice(found.items(), max(room, 0)))
         return [found[word] if word in found else cache[word] for word in words]
 
     def pieces_with_offsets(self, text: str, start: int = 0) -> tuple[list[str], list[tuple[int, int]]]:
